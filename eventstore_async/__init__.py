@@ -1,0 +1,1 @@
+"""eventstore_async."""
