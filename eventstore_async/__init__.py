@@ -1,1 +1,55 @@
-"""eventstore_async."""
+"""eventstore_async: an asyncio event store on AWS DynamoDB, with S3 for big change sets.
+
+The whole public API::
+
+    from eventstore_async import EventStore, StoreConfig, ANY, ConcurrencyError
+
+    async with EventStore(StoreConfig(table_name="events")) as store:
+        change_set = await store.append("order-1", [OrderPlaced(...)], expected_version=0)
+        history = await store.load("order-1")
+"""
+
+from ._config import StoreConfig
+from ._errors import (
+    AccessDeniedError,
+    AggregateNotFoundError,
+    AggregateTypeMismatchError,
+    ChangeSetTooLargeError,
+    CommitOutcomeUnknownError,
+    ConcurrencyError,
+    EventStoreError,
+    IntegrityError,
+    InvalidInputError,
+    SchemaMissingError,
+    StorageError,
+    StorageUnavailableError,
+    StoreClosedError,
+)
+from ._models import ANY, AggregateHead, AggregateHistory, AnyVersion, ChangeSet, RawEvent
+from ._store import EventStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY",
+    "AccessDeniedError",
+    "AggregateHead",
+    "AggregateHistory",
+    "AggregateNotFoundError",
+    "AggregateTypeMismatchError",
+    "AnyVersion",
+    "ChangeSet",
+    "ChangeSetTooLargeError",
+    "CommitOutcomeUnknownError",
+    "ConcurrencyError",
+    "EventStore",
+    "EventStoreError",
+    "IntegrityError",
+    "InvalidInputError",
+    "RawEvent",
+    "SchemaMissingError",
+    "StorageError",
+    "StorageUnavailableError",
+    "StoreClosedError",
+    "StoreConfig",
+]

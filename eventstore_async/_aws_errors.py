@@ -1,0 +1,98 @@
+"""The one place where botocore and aiohttp errors become eventstore errors.
+
+``translate_errors(operation)`` wraps every AWS call. A ``ClientError`` is mapped by
+its error code; transport failures (connection refused, timeouts, dropped
+connections) become :class:`StorageUnavailableError`. The original is kept as
+``__cause__``. Cancellation is never touched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import aiohttp
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    HTTPClientError,
+    NoCredentialsError,
+    PartialCredentialsError,
+)
+from botocore.exceptions import (
+    ConnectionError as BotoConnectionError,
+)
+
+from ._errors import (
+    AccessDeniedError,
+    SchemaMissingError,
+    StorageError,
+    StorageUnavailableError,
+)
+
+__all__ = ["ERROR_CODES", "error_code", "translate_client_error", "translate_errors"]
+
+#: AWS error codes with a more specific class than :class:`StorageError`.
+ERROR_CODES: dict[str, type[StorageError]] = {
+    # the table or bucket is not there
+    "ResourceNotFoundException": SchemaMissingError,
+    "NoSuchBucket": SchemaMissingError,
+    "TableNotFoundException": SchemaMissingError,
+    # credentials and permissions
+    "AccessDenied": AccessDeniedError,
+    "AccessDeniedException": AccessDeniedError,
+    "UnrecognizedClientException": AccessDeniedError,
+    "InvalidSignatureException": AccessDeniedError,
+    "SignatureDoesNotMatch": AccessDeniedError,
+    "InvalidAccessKeyId": AccessDeniedError,
+    "ExpiredToken": AccessDeniedError,
+    "ExpiredTokenException": AccessDeniedError,
+    "MissingAuthenticationTokenException": AccessDeniedError,
+    "InvalidClientTokenId": AccessDeniedError,
+    # still failing after botocore's retries: transient, safe to retry later
+    "ProvisionedThroughputExceededException": StorageUnavailableError,
+    "ThrottlingException": StorageUnavailableError,
+    "Throttling": StorageUnavailableError,
+    "RequestLimitExceeded": StorageUnavailableError,
+    "LimitExceededException": StorageUnavailableError,
+    "TransactionInProgressException": StorageUnavailableError,
+    "InternalServerError": StorageUnavailableError,
+    "InternalFailure": StorageUnavailableError,
+    "InternalError": StorageUnavailableError,
+    "ServiceUnavailable": StorageUnavailableError,
+    "ServiceUnavailableException": StorageUnavailableError,
+    "SlowDown": StorageUnavailableError,
+    "RequestTimeout": StorageUnavailableError,
+    "RequestTimeoutException": StorageUnavailableError,
+    "500": StorageUnavailableError,
+    "502": StorageUnavailableError,
+    "503": StorageUnavailableError,
+    "504": StorageUnavailableError,
+}
+
+
+def error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", "Unknown"))
+
+
+def translate_client_error(exc: ClientError, operation: str) -> StorageError:
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    return ERROR_CODES.get(code, StorageError)(message, code=code, operation=operation)
+
+
+@contextmanager
+def translate_errors(operation: str) -> Iterator[None]:
+    """Run an AWS call; raise its failure as an :class:`StorageError` subclass."""
+    try:
+        yield
+    except ClientError as exc:
+        raise translate_client_error(exc, operation) from exc
+    except (NoCredentialsError, PartialCredentialsError) as exc:
+        raise AccessDeniedError(str(exc), code=type(exc).__name__, operation=operation) from exc
+    except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
+        raise StorageUnavailableError(
+            str(exc) or type(exc).__name__, code=type(exc).__name__, operation=operation
+        ) from exc
+    except BotoCoreError as exc:
+        raise StorageError(str(exc), code=type(exc).__name__, operation=operation) from exc

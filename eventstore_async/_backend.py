@@ -1,0 +1,45 @@
+"""What a storage backend must do. The store's logic (append, load) is written once
+against this protocol; DynamoDB and the in-memory backend implement it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Protocol
+
+from ._records import ChangeSetRecord, CommitPlan, HeadRecord
+
+__all__ = ["Backend", "Page"]
+
+Page = list[HeadRecord | ChangeSetRecord]
+
+
+class Backend(Protocol):
+    async def open(self) -> None:
+        """Acquire connections."""
+
+    async def aclose(self) -> None:
+        """Release connections."""
+
+    async def create_schema(self) -> None:
+        """Create the table and bucket if missing (idempotent)."""
+
+    async def drop_schema(self) -> None:
+        """Delete the table and bucket with everything in them."""
+
+    async def commit(self, plan: CommitPlan) -> None:
+        """Apply every write of the plan atomically.
+
+        Raises:
+            CommitRejected: a condition failed or the transaction conflicted.
+            StorageError: the request failed.
+        """
+
+    async def get_head(self, aggregate_id: str) -> HeadRecord | None:
+        """Consistent read of an aggregate's head."""
+
+    async def get_change_set(self, aggregate_id: str, version: int) -> ChangeSetRecord | None:
+        """Consistent read of one change set."""
+
+    def query(self, aggregate_id: str, low: int, high: int | None) -> AsyncGenerator[Page, None]:
+        """Consistent pages of the items with ``low <= sk <= high`` (``high=None``: no end)."""
+        ...

@@ -1,0 +1,165 @@
+"""Store configuration: one small, frozen, validated object."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from ._errors import InvalidInputError
+
+__all__ = ["StoreConfig"]
+
+_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
+_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+# DynamoDB caps an item at 400 KB, names and values included. A change set item
+# carries about 200 bytes of keys and attributes besides its payload plus the
+# metadata, so payloads are checked against this with the real item size.
+DYNAMODB_ITEM_LIMIT = 400 * 1024
+DYNAMODB_TRANSACTION_LIMIT = 4 * 1024 * 1024
+
+# Environment variables read by StoreConfig.from_env(), with the field each sets.
+_ENV_FIELDS: dict[str, str] = {
+    "EVENTSTORE_TABLE": "table_name",
+    "EVENTSTORE_BUCKET": "bucket_name",
+    "EVENTSTORE_ENDPOINT_URL": "endpoint_url",
+    "EVENTSTORE_REGION": "region_name",
+    "EVENTSTORE_MAX_POOL_CONNECTIONS": "max_pool_connections",
+    "EVENTSTORE_CONNECT_TIMEOUT": "connect_timeout",
+    "EVENTSTORE_READ_TIMEOUT": "read_timeout",
+    "EVENTSTORE_MAX_ATTEMPTS": "max_attempts",
+    "EVENTSTORE_CONFLICT_RETRIES": "conflict_retries",
+    "EVENTSTORE_PAGE_SIZE": "page_size",
+    "EVENTSTORE_VERIFY_TLS": "verify_tls",
+}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class StoreConfig:
+    """Where the store keeps its data and how it talks to AWS.
+
+    Credentials default to botocore's chain (environment, profile, instance role);
+    the explicit ``aws_*`` fields are for emulators and tests and never appear in
+    ``repr()``.
+
+    Raises:
+        InvalidInputError: a field is out of range; ``argument`` names it.
+    """
+
+    table_name: str
+    bucket_name: str | None = None
+    region_name: str = "us-east-1"
+    endpoint_url: str | None = None
+    aws_access_key_id: str | None = dataclasses.field(default=None, repr=False)
+    aws_secret_access_key: str | None = dataclasses.field(default=None, repr=False)
+    aws_session_token: str | None = dataclasses.field(default=None, repr=False)
+    #: HTTP connections kept per client; size it for the concurrent operations.
+    max_pool_connections: int = 64
+    connect_timeout: float = 2.0
+    read_timeout: float = 10.0
+    #: Attempts per request for throttling and transient errors (botocore "standard" mode).
+    max_attempts: int = 4
+    #: Extra attempts of an append cancelled by TransactionConflict, or of an
+    #: ``ANY``-version append that lost a race, with full-jitter backoff.
+    conflict_retries: int = 8
+    backoff_base: float = 0.005
+    backoff_max: float = 0.5
+    #: Items per Query page; ``None`` lets DynamoDB fill 1 MB pages.
+    page_size: int | None = None
+    verify_tls: bool = True
+
+    def __post_init__(self) -> None:
+        _check_names(self)
+        _check_numbers(self)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> StoreConfig:
+        """Build a config from ``EVENTSTORE_*`` variables (and ``AWS_REGION``).
+
+        Keyword arguments override what the environment says.
+        """
+        env = os.environ if environ is None else environ
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+        if region:
+            values["region_name"] = region
+        for variable, name in _ENV_FIELDS.items():
+            if variable in env:
+                values[name] = _parse(variable, env[variable], fields[name].type)
+        values.update(overrides)
+        if "table_name" not in values:
+            raise InvalidInputError("EVENTSTORE_TABLE", "is not set")
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> StoreConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _parse(variable: str, raw: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if kind.startswith("bool"):
+            return _parse_bool(raw)
+        if kind.startswith("int"):
+            return int(raw)
+        if kind.startswith("float"):
+            return float(raw)
+    except ValueError:
+        raise InvalidInputError(variable, f"cannot parse {raw!r} as {kind}") from None
+    return raw
+
+
+def _parse_bool(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(raw)
+
+
+def _check_names(config: StoreConfig) -> None:
+    if not isinstance(config.table_name, str) or not _TABLE_NAME.match(config.table_name):
+        raise InvalidInputError(
+            "table_name", "must be 3-255 characters of letters, digits, '_', '-', '.'"
+        )
+    bucket = config.bucket_name
+    if bucket is not None and (not isinstance(bucket, str) or not _BUCKET_NAME.match(bucket)):
+        raise InvalidInputError(
+            "bucket_name", "must be 3-63 characters of lowercase letters, digits, '.', '-'"
+        )
+    if not isinstance(config.region_name, str) or not config.region_name:
+        raise InvalidInputError("region_name", "must be a non-empty string")
+    url = config.endpoint_url
+    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
+        raise InvalidInputError("endpoint_url", "must be an http:// or https:// URL")
+
+
+def _check_numbers(config: StoreConfig) -> None:
+    _require_int(config, "max_pool_connections", 1, 10_000)
+    _require_int(config, "max_attempts", 1, 20)
+    _require_int(config, "conflict_retries", 0, 100)
+    if config.page_size is not None:
+        _require_int(config, "page_size", 1, 1_000_000)
+    for name in ("connect_timeout", "read_timeout", "backoff_base", "backoff_max"):
+        value = getattr(config, name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidInputError(name, "must be a number of seconds")
+        if not math.isfinite(value) or value <= 0:
+            raise InvalidInputError(name, "must be a positive, finite number of seconds")
+    if not isinstance(config.verify_tls, bool):
+        raise InvalidInputError("verify_tls", "must be True or False")
+
+
+def _require_int(config: StoreConfig, name: str, low: int, high: int) -> None:
+    value = getattr(config, name)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(name, "must be an int")
+    if not low <= value <= high:
+        raise InvalidInputError(name, f"must be between {low} and {high}, got {value}")

@@ -1,0 +1,229 @@
+"""The DynamoDB (and S3) backend: the only module that sends requests."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+from botocore.exceptions import ClientError
+
+from ._aws_errors import error_code, translate_errors
+from ._backend import Page
+from ._config import StoreConfig
+from ._errors import SchemaMissingError, StorageError, StoreClosedError
+from ._items import head_key, key, record_from_item, transact_items
+from ._records import (
+    ChangeSetRecord,
+    CommitPlan,
+    CommitRejected,
+    HeadRecord,
+    Rejection,
+)
+from ._session import AwsClients, open_clients
+
+__all__ = ["DynamoDBBackend"]
+
+_TABLE_READY_TIMEOUT = 120.0
+
+
+class DynamoDBBackend:
+    """Stores aggregates in one DynamoDB table (and, later, big payloads in S3)."""
+
+    def __init__(self, config: StoreConfig) -> None:
+        self._config = config
+        self._table = config.table_name
+        self._stack: AsyncExitStack | None = None
+        self._clients: AwsClients | None = None
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def open(self) -> None:
+        stack = AsyncExitStack()
+        try:
+            self._clients = await open_clients(self._config, stack)
+        except BaseException:
+            await stack.aclose()
+            raise
+        self._stack = stack
+
+    async def aclose(self) -> None:
+        stack, self._stack, self._clients = self._stack, None, None
+        if stack is not None:
+            await stack.aclose()
+
+    @property
+    def _dynamodb(self) -> Any:
+        if self._clients is None:
+            raise StoreClosedError("the store is not open")
+        return self._clients.dynamodb
+
+    @property
+    def _s3(self) -> Any:
+        if self._clients is None:
+            raise StoreClosedError("the store is not open")
+        return self._clients.s3
+
+    # -- schema -------------------------------------------------------------------------
+
+    async def create_schema(self) -> None:
+        await self._create_table()
+        await self._wait_table_active()
+        if self._config.bucket_name is not None:
+            await self._create_bucket(self._config.bucket_name)
+
+    async def _create_table(self) -> None:
+        try:
+            with translate_errors("CreateTable"):
+                await self._dynamodb.create_table(
+                    TableName=self._table,
+                    KeySchema=[
+                        {"AttributeName": "pk", "KeyType": "HASH"},
+                        {"AttributeName": "sk", "KeyType": "RANGE"},
+                    ],
+                    AttributeDefinitions=[
+                        {"AttributeName": "pk", "AttributeType": "S"},
+                        {"AttributeName": "sk", "AttributeType": "N"},
+                    ],
+                    BillingMode="PAY_PER_REQUEST",
+                )
+        except StorageError as exc:
+            if exc.code != "ResourceInUseException":  # it exists already
+                raise
+
+    async def _wait_table_active(self) -> None:
+        delay = 0.05
+        with anyio.fail_after(_TABLE_READY_TIMEOUT):
+            while True:
+                with translate_errors("DescribeTable"):
+                    described = await self._dynamodb.describe_table(TableName=self._table)
+                if described["Table"]["TableStatus"] == "ACTIVE":
+                    return
+                await anyio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    async def _create_bucket(self, bucket: str) -> None:
+        params: dict[str, Any] = {"Bucket": bucket}
+        if self._config.region_name != "us-east-1":
+            params["CreateBucketConfiguration"] = {"LocationConstraint": self._config.region_name}
+        try:
+            with translate_errors("CreateBucket"):
+                await self._s3.create_bucket(**params)
+        except StorageError as exc:
+            if exc.code != "BucketAlreadyOwnedByYou":
+                raise
+
+    async def drop_schema(self) -> None:
+        try:
+            with translate_errors("DeleteTable"):
+                await self._dynamodb.delete_table(TableName=self._table)
+        except SchemaMissingError:
+            pass
+        if self._config.bucket_name is not None:
+            await self._drop_bucket(self._config.bucket_name)
+
+    async def _drop_bucket(self, bucket: str) -> None:
+        try:
+            await self._empty_bucket(bucket)
+            with translate_errors("DeleteBucket"):
+                await self._s3.delete_bucket(Bucket=bucket)
+        except SchemaMissingError:
+            pass
+
+    async def _empty_bucket(self, bucket: str) -> None:
+        with translate_errors("ListMultipartUploads"):
+            uploads = await self._s3.list_multipart_uploads(Bucket=bucket)
+        for upload in uploads.get("Uploads", []):
+            with translate_errors("AbortMultipartUpload"):
+                await self._s3.abort_multipart_upload(
+                    Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+        params: dict[str, Any] = {"Bucket": bucket}
+        while True:
+            with translate_errors("ListObjectsV2"):
+                listed = await self._s3.list_objects_v2(**params)
+            objects = [{"Key": entry["Key"]} for entry in listed.get("Contents", [])]
+            if objects:
+                with translate_errors("DeleteObjects"):
+                    await self._s3.delete_objects(
+                        Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
+                    )
+            if not listed.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = listed["NextContinuationToken"]
+
+    # -- writes -------------------------------------------------------------------------
+
+    async def commit(self, plan: CommitPlan) -> None:
+        with translate_errors("TransactWriteItems"):
+            try:
+                await self._dynamodb.transact_write_items(
+                    TransactItems=transact_items(plan, self._table),
+                    ClientRequestToken=plan.token,
+                )
+            except ClientError as exc:
+                if error_code(exc) == "TransactionCanceledException":
+                    raise _rejection(exc) from exc
+                raise
+
+    # -- reads --------------------------------------------------------------------------
+
+    async def get_head(self, aggregate_id: str) -> HeadRecord | None:
+        record = await self._get_item(head_key(aggregate_id))
+        return record if isinstance(record, HeadRecord) else None
+
+    async def get_change_set(self, aggregate_id: str, version: int) -> ChangeSetRecord | None:
+        record = await self._get_item(key(aggregate_id, version))
+        return record if isinstance(record, ChangeSetRecord) else None
+
+    async def _get_item(self, item_key: dict[str, Any]) -> Any:
+        with translate_errors("GetItem"):
+            response = await self._dynamodb.get_item(
+                TableName=self._table, Key=item_key, ConsistentRead=True
+            )
+        item = response.get("Item")
+        return record_from_item(item) if item else None
+
+    async def query(
+        self, aggregate_id: str, low: int, high: int | None
+    ) -> AsyncGenerator[Page, None]:
+        params = self._query_params(aggregate_id, low, high)
+        while True:
+            with translate_errors("Query"):
+                response = await self._dynamodb.query(**params)
+            records = (record_from_item(item) for item in response.get("Items", []))
+            yield [r for r in records if isinstance(r, HeadRecord | ChangeSetRecord)]
+            last_key = response.get("LastEvaluatedKey")
+            if not last_key:
+                return
+            params["ExclusiveStartKey"] = last_key
+
+    def _query_params(self, aggregate_id: str, low: int, high: int | None) -> dict[str, Any]:
+        values: dict[str, Any] = {":pk": {"S": aggregate_id}, ":low": {"N": str(low)}}
+        condition = "pk = :pk AND sk >= :low"
+        if high is not None:
+            values[":high"] = {"N": str(high)}
+            condition = "pk = :pk AND sk BETWEEN :low AND :high"
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": condition,
+            "ExpressionAttributeValues": values,
+            "ConsistentRead": True,
+        }
+        if self._config.page_size is not None:
+            params["Limit"] = self._config.page_size
+        return params
+
+
+def _rejection(exc: ClientError) -> CommitRejected:
+    """Line the cancellation reasons up with the plan's writes."""
+    reasons: list[Rejection | None] = []
+    for reason in exc.response.get("CancellationReasons", []):
+        code = reason.get("Code", "None")
+        if code == "None":
+            reasons.append(None)
+            continue
+        item = reason.get("Item")
+        reasons.append(Rejection(code=code, old=record_from_item(item) if item else None))
+    return CommitRejected(reasons)

@@ -1,0 +1,141 @@
+"""The one error tree of eventstore_async.
+
+Every failure a caller may want to handle differently has its own class::
+
+    EventStoreError
+    ├── InvalidInputError (also a ValueError)   bad argument, nothing was sent
+    ├── ConcurrencyError                        expected version did not match
+    ├── AggregateNotFoundError                  load() of an aggregate with no change sets
+    ├── AggregateTypeMismatchError              append() named another type than the stored one
+    ├── ChangeSetTooLargeError                  over a DynamoDB item or transaction limit
+    ├── IntegrityError                          stored data failed a check (hash, format)
+    ├── StoreClosedError                        the store is not open
+    └── StorageError                            AWS refused or failed a request
+        ├── SchemaMissingError                  the table or bucket does not exist
+        ├── AccessDeniedError                   credentials or permissions
+        └── StorageUnavailableError             throttled, timed out, unreachable
+            └── CommitOutcomeUnknownError       an append's outcome could not be settled
+
+A botocore or aiohttp exception never reaches the caller: ``_aws_errors`` translates
+them in one place and chains the original as ``__cause__``.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AccessDeniedError",
+    "AggregateNotFoundError",
+    "AggregateTypeMismatchError",
+    "ChangeSetTooLargeError",
+    "CommitOutcomeUnknownError",
+    "ConcurrencyError",
+    "EventStoreError",
+    "IntegrityError",
+    "InvalidInputError",
+    "SchemaMissingError",
+    "StorageError",
+    "StorageUnavailableError",
+    "StoreClosedError",
+]
+
+
+class EventStoreError(Exception):
+    """Root of every error this library raises."""
+
+
+class InvalidInputError(EventStoreError, ValueError):
+    """An argument is not acceptable; raised before anything is sent.
+
+    ``argument`` names the offending parameter (``"aggregate_id"``, ``"events[3]"``...).
+    """
+
+    def __init__(self, argument: str, problem: str) -> None:
+        super().__init__(f"{argument}: {problem}")
+        self.argument = argument
+        self.problem = problem
+
+
+class ConcurrencyError(EventStoreError):
+    """The aggregate's version was not the expected one; nothing was written.
+
+    ``actual`` is the version found in the store (0 when the aggregate does not exist).
+    """
+
+    def __init__(self, aggregate_id: str, expected: int, actual: int) -> None:
+        super().__init__(f"aggregate {aggregate_id!r}: expected version {expected}, found {actual}")
+        self.aggregate_id = aggregate_id
+        self.expected = expected
+        self.actual = actual
+
+
+class AggregateNotFoundError(EventStoreError, LookupError):
+    """The aggregate has no change sets."""
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(f"aggregate {aggregate_id!r} does not exist")
+        self.aggregate_id = aggregate_id
+
+
+class AggregateTypeMismatchError(EventStoreError):
+    """An append named an aggregate type other than the one the aggregate was created with."""
+
+    def __init__(self, aggregate_id: str, expected_type: str | None, actual_type: str) -> None:
+        super().__init__(
+            f"aggregate {aggregate_id!r} has type {expected_type!r}, append named {actual_type!r}"
+        )
+        self.aggregate_id = aggregate_id
+        self.stored_type = expected_type
+        self.given_type = actual_type
+
+
+class ChangeSetTooLargeError(EventStoreError):
+    """A change set (or a batch) is over a storage limit; nothing was written."""
+
+    def __init__(self, what: str, size: int, limit: int) -> None:
+        super().__init__(f"{what} is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class IntegrityError(EventStoreError):
+    """Stored data failed a check: unknown payload format, size or hash mismatch."""
+
+
+class StoreClosedError(EventStoreError, RuntimeError):
+    """The store was used before ``__aenter__`` or after ``aclose()``."""
+
+
+class StorageError(EventStoreError):
+    """AWS refused or failed a request.
+
+    ``code`` is the AWS error code (``"ValidationException"``...) or the name of the
+    transport error; ``operation`` the API call (``"TransactWriteItems"``...).
+    """
+
+    def __init__(self, message: str, *, code: str, operation: str) -> None:
+        super().__init__(f"{operation}: {code}: {message}")
+        self.code = code
+        self.operation = operation
+
+
+class SchemaMissingError(StorageError):
+    """The table or bucket does not exist (run ``create_schema()``)."""
+
+
+class AccessDeniedError(StorageError):
+    """The credentials were refused or lack a permission."""
+
+
+class StorageUnavailableError(StorageError):
+    """Throttled, timed out or unreachable after the configured retries. Safe to retry."""
+
+
+class CommitOutcomeUnknownError(StorageUnavailableError):
+    """An append's response was lost and its outcome could not be read back.
+
+    Retry the append with the same ``commit_id``: it lands at most once.
+    """
+
+    def __init__(self, message: str, *, code: str, operation: str, commit_id: str) -> None:
+        super().__init__(message, code=code, operation=operation)
+        self.commit_id = commit_id

@@ -1,0 +1,234 @@
+"""DynamoDB item mapping: records to wire-format items and back, plans to TransactItems.
+
+Pure functions, no I/O. The table layout (README "Schema")::
+
+    pk (S)         sk (N)      item
+    aggregate id   0           head: version, agg_type, commit_id, event_count,
+                                     created_us, updated_us
+    aggregate id   1..n        change set: commit_id, ts_us, event_count, payload (B), metadata (B)
+    aggregate id   < 0         commit marker of an ANY-version append: commit_id, version
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._errors import IntegrityError
+from ._records import (
+    ChangeSetRecord,
+    CommitPlan,
+    HeadRecord,
+    HeadWrite,
+    MarkerRecord,
+    PutChangeSet,
+    PutMarker,
+    Record,
+    Write,
+    marker_sort_key,
+)
+
+__all__ = [
+    "head_key",
+    "item_size",
+    "key",
+    "record_from_item",
+    "record_to_item",
+    "transact_items",
+]
+
+Item = dict[str, dict[str, Any]]
+
+_NEW_ITEM = "attribute_not_exists(pk)"
+
+
+def key(aggregate_id: str, sort_key: int) -> Item:
+    return {"pk": {"S": aggregate_id}, "sk": {"N": str(sort_key)}}
+
+
+def head_key(aggregate_id: str) -> Item:
+    return key(aggregate_id, 0)
+
+
+# -- records -> items -------------------------------------------------------------------
+
+
+def record_to_item(record: Record) -> Item:
+    if isinstance(record, HeadRecord):
+        return _head_item(record)
+    if isinstance(record, ChangeSetRecord):
+        return _change_set_item(record)
+    return _marker_item(record)
+
+
+def _head_item(head: HeadRecord) -> Item:
+    item = key(head.aggregate_id, 0)
+    item["version"] = {"N": str(head.version)}
+    item["commit_id"] = {"S": head.last_commit_id}
+    item["event_count"] = {"N": str(head.event_count)}
+    item["created_us"] = {"N": str(head.created_us)}
+    item["updated_us"] = {"N": str(head.updated_us)}
+    if head.aggregate_type is not None:
+        item["agg_type"] = {"S": head.aggregate_type}
+    return item
+
+
+def _change_set_item(record: ChangeSetRecord) -> Item:
+    item = key(record.aggregate_id, record.version)
+    item["commit_id"] = {"S": record.commit_id}
+    item["ts_us"] = {"N": str(record.timestamp_us)}
+    item["event_count"] = {"N": str(record.event_count)}
+    item["payload"] = {"B": record.payload}
+    if record.metadata:
+        item["metadata"] = {"B": record.metadata}
+    return item
+
+
+def _marker_item(marker: MarkerRecord) -> Item:
+    item = key(marker.aggregate_id, marker_sort_key(marker.commit_id))
+    item["commit_id"] = {"S": marker.commit_id}
+    item["version"] = {"N": str(marker.version)}
+    return item
+
+
+# -- items -> records -------------------------------------------------------------------
+
+
+def record_from_item(item: Item) -> Record:
+    """Parse a wire-format item (as DynamoDB returns it) into its record.
+
+    Raises:
+        IntegrityError: the item lacks an attribute its kind must have.
+    """
+    try:
+        sort_key = int(item["sk"]["N"])
+        if sort_key == 0:
+            return _head_from(item)
+        if sort_key > 0:
+            return _change_set_from(item, sort_key)
+        return MarkerRecord(
+            aggregate_id=item["pk"]["S"],
+            commit_id=item["commit_id"]["S"],
+            version=int(item["version"]["N"]),
+        )
+    except (KeyError, ValueError, TypeError) as exc:
+        raise IntegrityError(f"malformed item {_describe(item)}: missing or bad {exc}") from None
+
+
+def _head_from(item: Item) -> HeadRecord:
+    agg_type = item.get("agg_type")
+    return HeadRecord(
+        aggregate_id=item["pk"]["S"],
+        aggregate_type=agg_type["S"] if agg_type else None,
+        version=int(item["version"]["N"]),
+        last_commit_id=item["commit_id"]["S"],
+        event_count=int(item["event_count"]["N"]),
+        created_us=int(item["created_us"]["N"]),
+        updated_us=int(item["updated_us"]["N"]),
+    )
+
+
+def _change_set_from(item: Item, version: int) -> ChangeSetRecord:
+    metadata = item.get("metadata")
+    return ChangeSetRecord(
+        aggregate_id=item["pk"]["S"],
+        version=version,
+        commit_id=item["commit_id"]["S"],
+        timestamp_us=int(item["ts_us"]["N"]),
+        event_count=int(item["event_count"]["N"]),
+        payload=bytes(item["payload"]["B"]),
+        metadata=bytes(metadata["B"]) if metadata else None,
+    )
+
+
+def _describe(item: Item) -> str:
+    pk = item.get("pk", {}).get("S", "?")
+    sk = item.get("sk", {}).get("N", "?")
+    return f"(pk={pk!r}, sk={sk})"
+
+
+# -- plans -> TransactItems -------------------------------------------------------------
+
+
+def transact_items(plan: CommitPlan, table: str) -> list[dict[str, Any]]:
+    """The ``TransactItems`` of one ``TransactWriteItems`` call, in plan order.
+
+    Every action returns the old item when its condition fails, so a conflict is
+    explained (actual version, commit id found) without another read.
+    """
+    return [_action(write, table) for write in plan.writes]
+
+
+def _action(write: Write, table: str) -> dict[str, Any]:
+    if isinstance(write, HeadWrite):
+        if write.expected_version == 0:
+            return _put_new(_head_item(write.head), table)
+        return _update_head(write, table)
+    if isinstance(write, PutChangeSet):
+        return _put_new(_change_set_item(write.record), table)
+    if isinstance(write, PutMarker):
+        return _put_new(_marker_item(write.record), table)
+    raise TypeError(f"unknown write {write!r}")
+
+
+def _put_new(item: Item, table: str) -> dict[str, Any]:
+    return {
+        "Put": {
+            "TableName": table,
+            "Item": item,
+            "ConditionExpression": _NEW_ITEM,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+def _update_head(write: HeadWrite, table: str) -> dict[str, Any]:
+    head = write.head
+    names = {
+        "#v": "version",
+        "#c": "commit_id",
+        "#n": "event_count",
+        "#u": "updated_us",
+    }
+    values: dict[str, Any] = {
+        ":expected": {"N": str(write.expected_version)},
+        ":v": {"N": str(head.version)},
+        ":c": {"S": head.last_commit_id},
+        ":n": {"N": str(write.added_events)},
+        ":u": {"N": str(head.updated_us)},
+    }
+    update = "SET #v = :v, #c = :c, #u = :u ADD #n :n"
+    condition = "#v = :expected"
+    if head.aggregate_type is not None:
+        names["#t"] = "agg_type"
+        values[":t"] = {"S": head.aggregate_type}
+        update = "SET #v = :v, #c = :c, #u = :u, #t = if_not_exists(#t, :t) ADD #n :n"
+        condition = "#v = :expected AND (attribute_not_exists(#t) OR #t = :t)"
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": head_key(head.aggregate_id),
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
+
+
+# -- sizes --------------------------------------------------------------------------------
+
+
+def item_size(item: Item) -> int:
+    """DynamoDB's size of an item: attribute names plus values (numbers counted generously)."""
+    total = 0
+    for name, value in item.items():
+        total += len(name.encode())
+        ((kind, data),) = value.items()
+        if kind == "S":
+            total += len(data.encode())
+        elif kind == "B":
+            total += len(data)
+        else:  # N: at most 21 bytes for 38 digits; one byte per digit is an upper bound
+            total += len(data) + 1
+    return total

@@ -1,0 +1,91 @@
+"""Load and read: consistent, paginated, every page followed."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+
+from ._backend import Backend
+from ._codec import EventCodec
+from ._decode import to_change_set, to_head
+from ._errors import AggregateNotFoundError, IntegrityError
+from ._models import AggregateHistory, ChangeSet
+from ._records import ChangeSetRecord, HeadRecord
+
+__all__ = ["load_history", "read_change_sets"]
+
+
+async def load_history(
+    backend: Backend, codec: EventCodec, aggregate_id: str, low: int, high: int | None
+) -> AggregateHistory:
+    """Head and change sets ``low..high``, cut at the head's version so they agree.
+
+    From version 1 it is one Query that starts at the head (sort key 0); from a later
+    version the head is read first, then the range.
+    """
+    if low == 1:
+        head, records = await _query_with_head(backend, aggregate_id, high)
+    else:
+        found = await backend.get_head(aggregate_id)
+        if found is None:
+            raise AggregateNotFoundError(aggregate_id)
+        head = found
+        end = head.version if high is None else min(high, head.version)
+        records = await _collect(backend, aggregate_id, low, end) if low <= end else []
+    last = head.version if high is None else min(high, head.version)
+    records = [record for record in records if record.version <= last]
+    _check_contiguous(aggregate_id, records, low, last)
+    return AggregateHistory(
+        head=to_head(head),
+        change_sets=tuple(to_change_set(codec, record) for record in records),
+    )
+
+
+async def _query_with_head(
+    backend: Backend, aggregate_id: str, high: int | None
+) -> tuple[HeadRecord, list[ChangeSetRecord]]:
+    head: HeadRecord | None = None
+    records: list[ChangeSetRecord] = []
+    async with aclosing(backend.query(aggregate_id, 0, high)) as pages:
+        async for page in pages:
+            for record in page:
+                if isinstance(record, HeadRecord):
+                    head = record
+                else:
+                    records.append(record)
+    if head is None:
+        raise AggregateNotFoundError(aggregate_id)
+    return head, records
+
+
+async def _collect(
+    backend: Backend, aggregate_id: str, low: int, high: int
+) -> list[ChangeSetRecord]:
+    records: list[ChangeSetRecord] = []
+    async with aclosing(backend.query(aggregate_id, low, high)) as pages:
+        async for page in pages:
+            records.extend(record for record in page if isinstance(record, ChangeSetRecord))
+    return records
+
+
+def _check_contiguous(
+    aggregate_id: str, records: list[ChangeSetRecord], low: int, last: int
+) -> None:
+    """Versions must run ``low..last`` with no gap: a history is never returned cut."""
+    versions = [record.version for record in records]
+    if versions != list(range(low, last + 1)):
+        missing = sorted(set(range(low, last + 1)) - set(versions))
+        raise IntegrityError(
+            f"aggregate {aggregate_id!r}: change sets {missing[:10]} are missing from the history"
+        )
+
+
+async def read_change_sets(
+    backend: Backend, codec: EventCodec, aggregate_id: str, low: int, high: int | None
+) -> AsyncIterator[ChangeSet]:
+    """Change sets ``low..high`` as each page arrives: memory holds one page."""
+    async with aclosing(backend.query(aggregate_id, low, high)) as pages:
+        async for page in pages:
+            for record in page:
+                if isinstance(record, ChangeSetRecord):
+                    yield to_change_set(codec, record)

@@ -1,0 +1,91 @@
+"""What the store hands back: heads, change sets, histories, and the ANY marker."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Final, final
+
+import msgspec
+
+__all__ = ["ANY", "AggregateHead", "AggregateHistory", "AnyVersion", "ChangeSet", "RawEvent"]
+
+
+@final
+class AnyVersion:
+    """Type of :data:`ANY`: append without checking the aggregate's version."""
+
+    _instance: AnyVersion | None = None
+
+    def __new__(cls) -> AnyVersion:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "ANY"
+
+    def __reduce__(self) -> str:
+        return "ANY"
+
+
+#: Pass as ``expected_version`` to append whatever the aggregate's version is.
+ANY: Final[AnyVersion] = AnyVersion()
+
+
+class RawEvent(msgspec.Struct, frozen=True):
+    """An event whose type is not registered with this store's codec.
+
+    ``type`` is the stored type name, ``data`` the decoded body (dicts, lists, scalars).
+    """
+
+    type: str
+    data: Any
+
+
+class ChangeSet(msgspec.Struct, frozen=True, kw_only=True):
+    """The events one command produced, stored atomically as one version of an aggregate."""
+
+    aggregate_id: str
+    version: int
+    commit_id: str
+    timestamp: datetime
+    events: tuple[Any, ...]
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    @property
+    def event_count(self) -> int:
+        """How many events this change set holds."""
+        return len(self.events)
+
+
+class AggregateHead(msgspec.Struct, frozen=True, kw_only=True):
+    """The little the store keeps about an aggregate besides its change sets."""
+
+    aggregate_id: str
+    aggregate_type: str | None
+    version: int
+    last_commit_id: str
+    event_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class AggregateHistory(msgspec.Struct, frozen=True, kw_only=True):
+    """An aggregate's head and its change sets in version order (possibly a range)."""
+
+    head: AggregateHead
+    change_sets: tuple[ChangeSet, ...]
+
+    @property
+    def aggregate_id(self) -> str:
+        return self.head.aggregate_id
+
+    @property
+    def version(self) -> int:
+        """The aggregate's current version: pass it as the next ``expected_version``."""
+        return self.head.version
+
+    @property
+    def events(self) -> list[Any]:
+        """Every event of the loaded change sets, in order."""
+        return [event for change_set in self.change_sets for event in change_set.events]

@@ -1,0 +1,183 @@
+"""Append planning, pure: what one append writes, and what a refusal means.
+
+``plan_append`` builds the list of writes for one ``TransactWriteItems``; later
+features add writes to that list rather than new code paths. ``explain`` reads the
+cancellation reasons (the old items returned by ``ALL_OLD``) and says what happened
+without another read.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import IntegrityError
+from ._models import ChangeSet
+from ._records import (
+    ChangeSetRecord,
+    CommitPlan,
+    CommitRejected,
+    HeadRecord,
+    HeadWrite,
+    MarkerRecord,
+    PutChangeSet,
+    PutMarker,
+    Write,
+)
+from ._timeutil import from_us
+
+__all__ = [
+    "AppendRequest",
+    "Busy",
+    "Conflict",
+    "Landed",
+    "Outcome",
+    "TypeMismatch",
+    "explain",
+    "plan_append",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class AppendRequest:
+    """One validated, encoded append. ``guarded``: also write a commit marker, so a
+    retry with the same commit id lands at most once whatever the version (ANY)."""
+
+    aggregate_id: str
+    events: tuple[Any, ...]
+    payload: bytes
+    metadata: dict[str, Any]
+    metadata_bytes: bytes | None
+    aggregate_type: str | None
+    commit_id: str
+    guarded: bool
+
+    def change_set(self, version: int, timestamp_us: int) -> ChangeSet:
+        """The change set this request stores at ``version``."""
+        return ChangeSet(
+            aggregate_id=self.aggregate_id,
+            version=version,
+            commit_id=self.commit_id,
+            timestamp=from_us(timestamp_us),
+            events=self.events,
+            metadata=self.metadata,
+        )
+
+    def record(self, version: int, timestamp_us: int) -> ChangeSetRecord:
+        return ChangeSetRecord(
+            aggregate_id=self.aggregate_id,
+            version=version,
+            commit_id=self.commit_id,
+            timestamp_us=timestamp_us,
+            event_count=len(self.events),
+            payload=self.payload,
+            metadata=self.metadata_bytes,
+        )
+
+
+def plan_append(request: AppendRequest, expected: int, timestamp_us: int) -> CommitPlan:
+    """Head move (or creation) + change set insert (+ commit marker when guarded)."""
+    version = expected + 1
+    head = HeadRecord(
+        aggregate_id=request.aggregate_id,
+        aggregate_type=request.aggregate_type,
+        version=version,
+        last_commit_id=request.commit_id,
+        event_count=len(request.events),
+        created_us=timestamp_us,
+        updated_us=timestamp_us,
+    )
+    writes: list[Write] = [
+        HeadWrite(head=head, expected_version=expected, added_events=len(request.events)),
+        PutChangeSet(record=request.record(version, timestamp_us)),
+    ]
+    if request.guarded:
+        marker = MarkerRecord(request.aggregate_id, request.commit_id, version)
+        writes.append(PutMarker(record=marker))
+    return CommitPlan(writes=tuple(writes), token=request_token(request, version))
+
+
+def request_token(request: AppendRequest, version: int) -> str:
+    """The ``ClientRequestToken`` (at most 36 characters) of one attempt.
+
+    It depends on the version too: an ANY append that retries at another version
+    sends other parameters, and DynamoDB refuses a token reused with new parameters.
+    """
+    seed = f"{request.aggregate_id}\x00{request.commit_id}\x00{version}".encode()
+    return hashlib.sha256(seed).hexdigest()[:36]
+
+
+# -- what a refusal means -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Landed:
+    """This commit id is already stored at ``version`` (a retry of a landed append)."""
+
+    version: int
+    record: ChangeSetRecord | None  # the stored change set, when the refusal returned it
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """Another writer moved the aggregate; ``actual`` is its version now."""
+
+    actual: int
+
+
+@dataclass(frozen=True, slots=True)
+class TypeMismatch:
+    stored_type: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Busy:
+    """Another transaction was in flight on the same items (TransactionConflict)."""
+
+
+Outcome = Landed | Conflict | TypeMismatch | Busy
+
+
+def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) -> Outcome:
+    """Turn cancellation reasons (aligned with ``plan.writes``) into an outcome."""
+    failed = [
+        (write, reason)
+        for write, reason in zip(plan.writes, rejected.reasons, strict=False)
+        if reason is not None and reason.code == "ConditionalCheckFailed"
+    ]
+    if not failed:
+        return Busy()
+    for write, reason in failed:
+        landed = _landed(write, reason.old, request.commit_id)
+        if landed is not None:
+            return landed
+    head_write = plan.writes[0]
+    assert isinstance(head_write, HeadWrite)
+    for write, reason in failed:
+        if isinstance(write, HeadWrite):
+            return _head_outcome(reason.old, head_write, request)
+    raise IntegrityError(
+        f"aggregate {request.aggregate_id!r}: change set {head_write.head.version} exists "
+        f"but the head is at version {head_write.expected_version}"
+    )
+
+
+def _landed(write: Write, old: object, commit_id: str) -> Landed | None:
+    if isinstance(old, MarkerRecord) and old.commit_id == commit_id:
+        return Landed(version=old.version, record=None)
+    if isinstance(old, ChangeSetRecord) and old.commit_id == commit_id:
+        return Landed(version=old.version, record=old)
+    if isinstance(old, HeadRecord) and old.last_commit_id == commit_id:
+        return Landed(version=old.version, record=None)
+    return None
+
+
+def _head_outcome(old: object, write: HeadWrite, request: AppendRequest) -> Outcome:
+    if not isinstance(old, HeadRecord):
+        return Conflict(actual=0)
+    given = request.aggregate_type
+    stored = old.aggregate_type
+    if old.version == write.expected_version and given is not None and stored not in (None, given):
+        return TypeMismatch(stored_type=stored)
+    return Conflict(actual=old.version)

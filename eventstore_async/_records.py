@@ -1,0 +1,123 @@
+"""Storage-level records and commit plans: what backends store, before decoding.
+
+Pure data shared by every backend. Timestamps are integer microseconds since the
+epoch; payloads are the codec's bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+__all__ = [
+    "ChangeSetRecord",
+    "CommitPlan",
+    "CommitRejected",
+    "HeadRecord",
+    "HeadWrite",
+    "MarkerRecord",
+    "PutChangeSet",
+    "PutMarker",
+    "Rejection",
+    "marker_sort_key",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HeadRecord:
+    aggregate_id: str
+    aggregate_type: str | None
+    version: int
+    last_commit_id: str
+    event_count: int
+    created_us: int
+    updated_us: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeSetRecord:
+    aggregate_id: str
+    version: int
+    commit_id: str
+    timestamp_us: int
+    event_count: int
+    payload: bytes
+    metadata: bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class MarkerRecord:
+    """Remembers that a commit id landed, for ``ANY``-version appends."""
+
+    aggregate_id: str
+    commit_id: str
+    version: int
+
+
+Record = HeadRecord | ChangeSetRecord | MarkerRecord
+
+
+def marker_sort_key(commit_id: str) -> int:
+    """The negative sort key of a commit marker: never inside a history's range (>= 0).
+
+    120 bits of SHA-256 keep it within DynamoDB's 38 digits of number precision.
+    """
+    digest = hashlib.sha256(commit_id.encode()).digest()
+    return -(int.from_bytes(digest[:15], "big") + 1)
+
+
+@dataclass(frozen=True, slots=True)
+class HeadWrite:
+    """Create the head (``expected_version == 0``) or move it from the expected version.
+
+    ``head`` is the new head; on update only version, commit id, event count delta,
+    updated time and (when absent) the type are written, so ``created_us`` stays.
+    """
+
+    head: HeadRecord
+    expected_version: int
+    added_events: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutChangeSet:
+    """Insert a change set; fails if that version exists."""
+
+    record: ChangeSetRecord
+
+
+@dataclass(frozen=True, slots=True)
+class PutMarker:
+    """Insert a commit marker; fails if that commit id already landed."""
+
+    record: MarkerRecord
+
+
+Write = HeadWrite | PutChangeSet | PutMarker
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPlan:
+    """Writes that commit together or not at all, with an idempotency token."""
+
+    writes: tuple[Write, ...]
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """Why one write of a plan was refused, with the item that stood in its way."""
+
+    code: str  # "ConditionalCheckFailed", "TransactionConflict", ...
+    old: Record | None
+
+
+class CommitRejected(Exception):
+    """A plan was cancelled; ``reasons`` lines up with ``plan.writes`` (None = no objection)."""
+
+    def __init__(self, reasons: list[Rejection | None]) -> None:
+        super().__init__(reasons)
+        self.reasons = reasons
+
+    def codes(self) -> set[str]:
+        return {reason.code for reason in self.reasons if reason is not None}

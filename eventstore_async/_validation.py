@@ -1,0 +1,126 @@
+"""Argument checks, run before anything is encoded or sent.
+
+Each check raises :class:`InvalidInputError` naming the argument and the problem.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ._errors import InvalidInputError
+from ._models import AnyVersion
+
+__all__ = [
+    "MAX_AGGREGATE_ID_BYTES",
+    "check_aggregate_id",
+    "check_aggregate_type",
+    "check_commit_id",
+    "check_events",
+    "check_expected_version",
+    "check_metadata",
+    "check_version_range",
+]
+
+#: Ids also name S3 objects (keys up to 1,024 bytes), so they stay well below that.
+MAX_AGGREGATE_ID_BYTES = 512
+MAX_AGGREGATE_TYPE_CHARS = 256
+MAX_COMMIT_ID_CHARS = 128
+#: Versions are DynamoDB numbers; keep them far inside exact integer range.
+MAX_VERSION = 2**53
+_COMMIT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]+$")
+# Unicode categories Cc (C0, DEL, C1 controls) and Cs (surrogates, not UTF-8 encodable).
+_FORBIDDEN_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def check_aggregate_id(value: Any, argument: str = "aggregate_id") -> str:
+    if not isinstance(value, str):
+        raise InvalidInputError(argument, f"must be a str, not {type(value).__name__}")
+    if not value:
+        raise InvalidInputError(argument, "must not be empty")
+    _check_text(value, argument)
+    size = len(value.encode("utf-8"))
+    if size > MAX_AGGREGATE_ID_BYTES:
+        raise InvalidInputError(
+            argument, f"is {size} bytes in UTF-8, over the limit of {MAX_AGGREGATE_ID_BYTES}"
+        )
+    return value
+
+
+def check_aggregate_type(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError("aggregate_type", f"must be a str, not {type(value).__name__}")
+    if not value or len(value) > MAX_AGGREGATE_TYPE_CHARS:
+        raise InvalidInputError(
+            "aggregate_type", f"must be 1 to {MAX_AGGREGATE_TYPE_CHARS} characters"
+        )
+    _check_text(value, "aggregate_type")
+    return value
+
+
+def check_commit_id(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidInputError("commit_id", f"must be a str, not {type(value).__name__}")
+    if not 1 <= len(value) <= MAX_COMMIT_ID_CHARS or not _COMMIT_ID.match(value):
+        raise InvalidInputError(
+            "commit_id",
+            f"must be 1 to {MAX_COMMIT_ID_CHARS} characters of letters, digits and ._:@/+=-",
+        )
+    return value
+
+
+def check_expected_version(value: Any) -> int | AnyVersion:
+    if isinstance(value, AnyVersion):
+        return value
+    return _check_version(value, "expected_version", minimum=0)
+
+
+def check_version_range(from_version: Any, to_version: Any) -> tuple[int, int | None]:
+    low = _check_version(from_version, "from_version", minimum=1)
+    if to_version is None:
+        return low, None
+    high = _check_version(to_version, "to_version", minimum=1)
+    if high < low:
+        raise InvalidInputError("to_version", f"must be >= from_version ({low}), got {high}")
+    return low, high
+
+
+def check_events(events: Any) -> list[Any]:
+    """Materialise the event sequence; the codec checks each event's kind and value."""
+    if isinstance(events, str | bytes | bytearray | Mapping) or not isinstance(events, Iterable):
+        raise InvalidInputError(
+            "events", f"must be a list or tuple of events, not {type(events).__name__}"
+        )
+    materialised = list(events)
+    if not materialised:
+        raise InvalidInputError("events", "must hold at least one event")
+    return materialised
+
+
+def check_metadata(value: Any) -> Mapping[str, Any] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise InvalidInputError("metadata", f"must be a mapping, not {type(value).__name__}")
+    return value
+
+
+def _check_version(value: Any, argument: str, *, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInputError(argument, f"must be an int, not {type(value).__name__}")
+    if not minimum <= value <= MAX_VERSION:
+        raise InvalidInputError(argument, f"must be between {minimum} and 2**53, got {value}")
+    return int(value)
+
+
+def _check_text(value: str, argument: str) -> None:
+    found = _FORBIDDEN_CHAR.search(value)
+    if found is None:
+        return
+    kind = "lone surrogate" if found.group() >= "\ud800" else "control character"
+    raise InvalidInputError(argument, f"holds a {kind} at index {found.start()}")
