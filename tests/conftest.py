@@ -1,0 +1,122 @@
+"""Shared fixtures: one contract suite, run against every backend.
+
+``store`` is parametrized over the in-memory backend, the embedded emulator (a real
+moto server process on 127.0.0.1, spoken to over HTTP), and, when
+``EVENTSTORE_TEST_ENDPOINT_URL`` is set, that endpoint (LocalStack or AWS). Each test
+gets a fresh table and bucket, dropped afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import msgspec
+import pytest
+
+from eventstore_async import EventStore, StoreConfig
+from eventstore_async.emulator import run_emulator
+
+from .domain import EVENT_TYPES
+
+ENDPOINT_VARIABLE = "EVENTSTORE_TEST_ENDPOINT_URL"
+
+
+def _backends() -> list[str]:
+    names = ["memory", "emulator"]
+    if os.environ.get(ENDPOINT_VARIABLE):
+        names.append("endpoint")
+    return names
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def emulator_url() -> Iterator[str]:
+    with run_emulator() as url:
+        yield url
+
+
+def unique_names() -> dict[str, str]:
+    token = uuid.uuid4().hex[:12]
+    return {"table_name": f"es-test-{token}", "bucket_name": f"es-test-{token}"}
+
+
+def remote_config(backend: str, request: pytest.FixtureRequest, **overrides: object) -> StoreConfig:
+    """A config on a fresh table and bucket of the emulator or the given endpoint."""
+    if backend == "emulator":
+        url = request.getfixturevalue("emulator_url")
+        credentials = {"aws_access_key_id": "test", "aws_secret_access_key": "test"}
+        return StoreConfig(
+            endpoint_url=url, region_name="us-east-1", **credentials, **unique_names(), **overrides
+        )
+    region = os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or "us-east-1"
+    return StoreConfig(
+        endpoint_url=os.environ[ENDPOINT_VARIABLE],
+        region_name=region,
+        **unique_names(),
+        **overrides,
+    )
+
+
+StoreFactory = Callable[..., EventStore]
+
+
+@pytest.fixture(params=_backends())
+def backend_name(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def make_store(
+    backend_name: str, request: pytest.FixtureRequest
+) -> AsyncIterator[StoreFactory]:
+    """Opens stores on this test's backend; every store shares one fresh schema.
+
+    ``make_store(**config_overrides)`` returns an opened store. Its schema exists.
+    """
+    opened: list[EventStore] = []
+    shared_memory: list[EventStore] = []
+    base: StoreConfig | None = None
+    if backend_name != "memory":
+        base = remote_config(backend_name, request)
+
+    async def factory(
+        *, types: tuple[type[msgspec.Struct], ...] = EVENT_TYPES, **overrides: object
+    ) -> EventStore:
+        if base is None:
+            store = _memory_sibling(shared_memory, types, overrides)
+        else:
+            store = EventStore(base.replace(**overrides), types=types)
+        await store.__aenter__()
+        opened.append(store)
+        await store.create_schema()
+        return store
+
+    yield factory  # type: ignore[misc]
+    if opened and base is not None:
+        await opened[0].drop_schema()
+    for store in opened:
+        await store.aclose()
+
+
+def _memory_sibling(
+    shared: list[EventStore], types: tuple[type[msgspec.Struct], ...], overrides: dict[str, object]
+) -> EventStore:
+    """In-memory stores of one test share their storage, as remote ones share a table."""
+    if not shared:
+        store = EventStore.in_memory(types=types, page_size=overrides.get("page_size"))  # type: ignore[arg-type]
+        shared.append(store)
+        return store
+    first = shared[0]
+    config = first.config.replace(**overrides)
+    return EventStore(config, types=types, _backend=first._backend)
+
+
+@pytest.fixture
+async def store(make_store: StoreFactory) -> EventStore:
+    return await make_store()  # type: ignore[no-any-return]
