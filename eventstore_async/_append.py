@@ -29,7 +29,7 @@ from ._errors import (
     StorageUnavailableError,
 )
 from ._models import AnyVersion, ChangeSet
-from ._plan import AppendRequest, Busy, Conflict, Landed, TypeMismatch, explain, plan_append
+from ._plan import AppendRequest, Conflict, Landed, TypeMismatch, explain, plan_append
 from ._records import CommitRejected
 from ._timeutil import now_us
 
@@ -69,11 +69,11 @@ class Appender:
                     request.aggregate_id, outcome.stored_type, request.aggregate_type or ""
                 )
             if isinstance(outcome, Conflict):
-                if not flexible:
+                if not flexible or attempt == self._retries:
                     raise ConcurrencyError(request.aggregate_id, version, outcome.actual)
                 version = outcome.actual
             await self._sleep(attempt)
-        raise self._gave_up(request, version, outcome)
+        raise self._still_busy(request)
 
     async def _current_version(self, aggregate_id: str) -> int:
         head = await self._backend.get_head(aggregate_id)
@@ -110,10 +110,7 @@ class Appender:
     async def _sleep(self, attempt: int) -> None:
         await anyio.sleep(full_jitter(attempt, *self._backoff))
 
-    def _gave_up(self, request: AppendRequest, version: int, outcome: object) -> Exception:
-        if isinstance(outcome, Conflict):
-            return ConcurrencyError(request.aggregate_id, version, outcome.actual)
-        assert isinstance(outcome, Busy)
+    def _still_busy(self, request: AppendRequest) -> StorageUnavailableError:
         return StorageUnavailableError(
             f"aggregate {request.aggregate_id!r}: transaction still conflicting after "
             f"{self._retries + 1} attempts",

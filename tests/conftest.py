@@ -23,7 +23,8 @@ from .domain import EVENT_TYPES
 ENDPOINT_VARIABLE = "EVENTSTORE_TEST_ENDPOINT_URL"
 
 
-def _backends() -> list[str]:
+def backend_names() -> list[str]:
+    """memory, emulator, and endpoint when EVENTSTORE_TEST_ENDPOINT_URL is set."""
     names = ["memory", "emulator"]
     if os.environ.get(ENDPOINT_VARIABLE):
         names.append("endpoint")
@@ -66,7 +67,7 @@ def remote_config(backend: str, request: pytest.FixtureRequest, **overrides: obj
 StoreFactory = Callable[..., EventStore]
 
 
-@pytest.fixture(params=_backends())
+@pytest.fixture(params=backend_names())
 def backend_name(request: pytest.FixtureRequest) -> str:
     return str(request.param)
 
