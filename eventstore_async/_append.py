@@ -29,7 +29,7 @@ from ._errors import (
     StorageUnavailableError,
 )
 from ._models import AnyVersion, ChangeSet
-from ._plan import AppendRequest, Conflict, Landed, TypeMismatch, explain, plan_append
+from ._plan import AppendRequest, Conflict, Landed, Refused, TypeMismatch, explain, plan_append
 from ._records import CommitRejected
 from ._timeutil import now_us
 
@@ -64,6 +64,12 @@ class Appender:
                 return await self._settle_unknown(request, version + 1, exc)
             if isinstance(outcome, Landed):
                 return await self._stored(request, outcome)
+            if isinstance(outcome, Refused):
+                raise StorageError(
+                    f"aggregate {request.aggregate_id!r}: transaction cancelled",
+                    code=",".join(outcome.codes),
+                    operation="TransactWriteItems",
+                )
             if isinstance(outcome, TypeMismatch):
                 raise AggregateTypeMismatchError(
                     request.aggregate_id, outcome.stored_type, request.aggregate_type or ""

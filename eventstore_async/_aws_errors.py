@@ -18,6 +18,7 @@ from botocore.exceptions import (
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
+    SSLError,
 )
 from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
@@ -49,6 +50,10 @@ ERROR_CODES: dict[str, type[StorageError]] = {
     "ExpiredTokenException": AccessDeniedError,
     "MissingAuthenticationTokenException": AccessDeniedError,
     "InvalidClientTokenId": AccessDeniedError,
+    "IncompleteSignatureException": AccessDeniedError,
+    "RequestTimeTooSkewed": AccessDeniedError,
+    "InvalidToken": AccessDeniedError,
+    "AllAccessDisabled": AccessDeniedError,
     # still failing after botocore's retries: transient, safe to retry later
     "ProvisionedThroughputExceededException": StorageUnavailableError,
     "ThrottlingException": StorageUnavailableError,
@@ -90,6 +95,8 @@ def translate_errors(operation: str) -> Iterator[None]:
         raise translate_client_error(exc, operation) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise AccessDeniedError(str(exc), code=type(exc).__name__, operation=operation) from exc
+    except SSLError as exc:  # a certificate problem does not go away by retrying
+        raise StorageError(str(exc), code="SSLError", operation=operation) from exc
     except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
         raise StorageUnavailableError(
             str(exc) or type(exc).__name__, code=type(exc).__name__, operation=operation

@@ -80,18 +80,27 @@ class EventCodec:
         return bytes((FORMAT_MSGPACK,)) + body
 
     def _envelope(self, index: int, event: Any) -> tuple[str | None, Any]:
+        if isinstance(event, RawEvent):  # written back under the type it was read with
+            return (event.type, event.data)
         if isinstance(event, msgspec.Struct):
-            cls = type(event)
-            name = self._names.get(cls) or self._register_one(cls)
-            return (name, event)
+            return (self._name_of(index, type(event)), event)
         if isinstance(event, Mapping):
             if not all(isinstance(key, str) for key in event):
                 raise InvalidInputError(f"events[{index}]", "mapping keys must be strings")
-            return (None, event)
+            return (None, event if isinstance(event, dict) else dict(event))
         raise InvalidInputError(
             f"events[{index}]",
             f"must be a msgspec.Struct or a mapping, not {type(event).__name__}",
         )
+
+    def _name_of(self, index: int, cls: type[msgspec.Struct]) -> str:
+        name = self._names.get(cls)
+        if name is not None:
+            return name
+        try:
+            return self._register_one(cls)
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"events[{index}]", exc.problem) from None
 
     def _locate_encoding_error(self, envelopes: list[tuple[str | None, Any]]) -> Exception:
         for index, envelope in enumerate(envelopes):
@@ -139,7 +148,7 @@ class EventCodec:
         if not all(isinstance(key, str) for key in metadata):
             raise InvalidInputError("metadata", "keys must be strings")
         try:
-            return self._encoder.encode(metadata)
+            return self._encoder.encode(metadata if isinstance(metadata, dict) else dict(metadata))
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
             raise InvalidInputError("metadata", f"cannot be encoded: {exc}") from None
 

@@ -13,8 +13,8 @@ from ._errors import InvalidInputError
 
 __all__ = ["StoreConfig"]
 
-_TABLE_NAME = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")
-_BUCKET_NAME = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 # DynamoDB caps an item at 400 KB, names and values included. A change set item
 # carries about 200 bytes of keys and attributes besides its payload plus the
@@ -125,12 +125,12 @@ def _parse_bool(raw: str) -> bool:
 
 
 def _check_names(config: StoreConfig) -> None:
-    if not isinstance(config.table_name, str) or not _TABLE_NAME.match(config.table_name):
+    if not isinstance(config.table_name, str) or not _TABLE_NAME.fullmatch(config.table_name):
         raise InvalidInputError(
             "table_name", "must be 3-255 characters of letters, digits, '_', '-', '.'"
         )
     bucket = config.bucket_name
-    if bucket is not None and (not isinstance(bucket, str) or not _BUCKET_NAME.match(bucket)):
+    if bucket is not None and (not isinstance(bucket, str) or not _BUCKET_NAME.fullmatch(bucket)):
         raise InvalidInputError(
             "bucket_name", "must be 3-63 characters of lowercase letters, digits, '.', '-'"
         )

@@ -110,7 +110,7 @@ def record_from_item(item: Item) -> Record:
             commit_id=item["commit_id"]["S"],
             version=int(item["version"]["N"]),
         )
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, AttributeError) as exc:
         raise IntegrityError(f"malformed item {_describe(item)}: missing or bad {exc}") from None
 
 
@@ -141,9 +141,7 @@ def _change_set_from(item: Item, version: int) -> ChangeSetRecord:
 
 
 def _describe(item: Item) -> str:
-    pk = item.get("pk", {}).get("S", "?")
-    sk = item.get("sk", {}).get("N", "?")
-    return f"(pk={pk!r}, sk={sk})"
+    return f"(pk={item.get('pk')!r}, sk={item.get('sk')!r})"
 
 
 # -- plans -> TransactItems -------------------------------------------------------------

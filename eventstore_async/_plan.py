@@ -33,6 +33,7 @@ __all__ = [
     "Conflict",
     "Landed",
     "Outcome",
+    "Refused",
     "TypeMismatch",
     "explain",
     "plan_append",
@@ -136,7 +137,14 @@ class Busy:
     """Another transaction was in flight on the same items (TransactionConflict)."""
 
 
-Outcome = Landed | Conflict | TypeMismatch | Busy
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """Cancelled for a reason no retry mends (ValidationError, item collection full...)."""
+
+    codes: tuple[str, ...]
+
+
+Outcome = Landed | Conflict | TypeMismatch | Busy | Refused
 
 
 def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) -> Outcome:
@@ -147,7 +155,8 @@ def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) 
         if reason is not None and reason.code == "ConditionalCheckFailed"
     ]
     if not failed:
-        return Busy()
+        codes = rejected.codes()
+        return Busy() if codes == {"TransactionConflict"} else Refused(codes=tuple(sorted(codes)))
     for write, reason in failed:
         landed = _landed(write, reason.old, request.commit_id)
         if landed is not None:

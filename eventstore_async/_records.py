@@ -120,4 +120,4 @@ class CommitRejected(Exception):
         self.reasons = reasons
 
     def codes(self) -> set[str]:
-        return {reason.code for reason in self.reasons if reason is not None}
+        return {r.code for r in self.reasons if r is not None and r.code != "None"}

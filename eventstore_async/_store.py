@@ -232,21 +232,19 @@ class EventStore:
         low, high = check_version_range(from_version, to_version)
         return await load_history(self._backend, self._codec, aggregate_id, low, high)
 
-    async def read(
+    def read(
         self, aggregate_id: str, *, from_version: int = 1, to_version: int | None = None
     ) -> AsyncIterator[ChangeSet]:
         """Stream change sets ``from_version..to_version`` page by page.
 
         Memory holds one page (at most 1 MB of items). An aggregate that does not exist
-        yields nothing. Raises like :meth:`load`, except for a missing aggregate.
+        yields nothing. Arguments are checked when called; otherwise raises like
+        :meth:`load`, except for a missing aggregate.
         """
         self._require_open()
         aggregate_id = check_aggregate_id(aggregate_id)
         low, high = check_version_range(from_version, to_version)
-        async for change_set in read_change_sets(
-            self._backend, self._codec, aggregate_id, low, high
-        ):
-            yield change_set
+        return read_change_sets(self._backend, self._codec, aggregate_id, low, high)
 
     async def head(self, aggregate_id: str) -> AggregateHead | None:
         """The aggregate's head, or ``None`` when it does not exist (consistent read)."""

@@ -29,7 +29,7 @@ MAX_AGGREGATE_TYPE_CHARS = 256
 MAX_COMMIT_ID_CHARS = 128
 #: Versions are DynamoDB numbers; keep them far inside exact integer range.
 MAX_VERSION = 2**53
-_COMMIT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]+$")
+_COMMIT_ID = re.compile(r"[A-Za-z0-9._:@/+=-]+")
 # Unicode categories Cc (C0, DEL, C1 controls) and Cs (surrogates, not UTF-8 encodable).
 _FORBIDDEN_CHAR = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
 
@@ -66,7 +66,7 @@ def check_commit_id(value: Any) -> str | None:
         return None
     if not isinstance(value, str):
         raise InvalidInputError("commit_id", f"must be a str, not {type(value).__name__}")
-    if not 1 <= len(value) <= MAX_COMMIT_ID_CHARS or not _COMMIT_ID.match(value):
+    if not 1 <= len(value) <= MAX_COMMIT_ID_CHARS or not _COMMIT_ID.fullmatch(value):
         raise InvalidInputError(
             "commit_id",
             f"must be 1 to {MAX_COMMIT_ID_CHARS} characters of letters, digits and ._:@/+=-",
