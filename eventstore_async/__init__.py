@@ -14,6 +14,7 @@ from ._errors import (
     AccessDeniedError,
     AggregateNotFoundError,
     AggregateTypeMismatchError,
+    ChangeSetNotFoundError,
     ChangeSetTooLargeError,
     CommitOutcomeUnknownError,
     ConcurrencyError,
@@ -25,7 +26,15 @@ from ._errors import (
     StorageUnavailableError,
     StoreClosedError,
 )
-from ._models import ANY, AggregateHead, AggregateHistory, AnyVersion, ChangeSet, RawEvent
+from ._models import (
+    ANY,
+    AggregateHead,
+    AggregateHistory,
+    AnyVersion,
+    ChangeSet,
+    RawEvent,
+    SweepReport,
+)
 from ._store import EventStore
 
 __version__ = "0.1.0"
@@ -39,6 +48,7 @@ __all__ = [
     "AggregateTypeMismatchError",
     "AnyVersion",
     "ChangeSet",
+    "ChangeSetNotFoundError",
     "ChangeSetTooLargeError",
     "CommitOutcomeUnknownError",
     "ConcurrencyError",
@@ -52,4 +62,5 @@ __all__ = [
     "StorageUnavailableError",
     "StoreClosedError",
     "StoreConfig",
+    "SweepReport",
 ]

@@ -13,13 +13,12 @@
 from __future__ import annotations
 
 import random
+from dataclasses import dataclass
 
 import anyio
 
 from ._backend import Backend
-from ._codec import EventCodec
 from ._config import StoreConfig
-from ._decode import to_change_set
 from ._errors import (
     AggregateTypeMismatchError,
     CommitOutcomeUnknownError,
@@ -28,12 +27,21 @@ from ._errors import (
     StorageError,
     StorageUnavailableError,
 )
-from ._models import AnyVersion, ChangeSet
-from ._plan import AppendRequest, Conflict, Landed, Refused, TypeMismatch, explain, plan_append
-from ._records import CommitRejected
+from ._models import AnyVersion
+from ._plan import (
+    AppendRequest,
+    Conflict,
+    Landed,
+    Outcome,
+    Refused,
+    TypeMismatch,
+    explain,
+    plan_append,
+)
+from ._records import ChangeSetRecord, CommitRejected
 from ._timeutil import now_us
 
-__all__ = ["Appender", "full_jitter"]
+__all__ = ["Appender", "Committed", "full_jitter"]
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
@@ -41,51 +49,54 @@ def full_jitter(attempt: int, base: float, cap: float) -> float:
     return random.uniform(0.0, min(cap, base * 2**attempt))
 
 
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """Where the request's commit id is stored. ``earlier`` is the stored change set
+    when an earlier attempt with this commit id had landed (this one wrote nothing)."""
+
+    version: int
+    timestamp_us: int
+    earlier: ChangeSetRecord | None
+
+
 class Appender:
-    def __init__(self, backend: Backend, codec: EventCodec, config: StoreConfig) -> None:
+    def __init__(self, backend: Backend, config: StoreConfig) -> None:
         self._backend = backend
-        self._codec = codec
         self._retries = config.conflict_retries
         self._backoff = (config.backoff_base, config.backoff_max)
 
-    async def append(self, request: AppendRequest, expected: int | AnyVersion) -> ChangeSet:
+    async def append(self, request: AppendRequest, expected: int | AnyVersion) -> Committed:
         flexible = isinstance(expected, AnyVersion)
-        version = await self._current_version(request.aggregate_id) if flexible else expected
+        version = await self._current_version(request) if flexible else expected
         assert isinstance(version, int)
         timestamp_us = now_us()
         for attempt in range(self._retries + 1):
             plan = plan_append(request, version, timestamp_us)
             try:
                 await self._backend.commit(plan)
-                return request.change_set(version + 1, timestamp_us)
+                return Committed(version + 1, timestamp_us, None)
             except CommitRejected as rejected:
                 outcome = explain(rejected, plan, request)
             except StorageUnavailableError as exc:
                 return await self._settle_unknown(request, version + 1, exc)
             if isinstance(outcome, Landed):
-                return await self._stored(request, outcome)
-            if isinstance(outcome, Refused):
-                raise StorageError(
-                    f"aggregate {request.aggregate_id!r}: transaction cancelled",
-                    code=",".join(outcome.codes),
-                    operation="TransactWriteItems",
-                )
-            if isinstance(outcome, TypeMismatch):
-                raise AggregateTypeMismatchError(
-                    request.aggregate_id, outcome.stored_type, request.aggregate_type or ""
-                )
-            if isinstance(outcome, Conflict):
-                if not flexible or attempt == self._retries:
-                    raise ConcurrencyError(request.aggregate_id, version, outcome.actual)
+                return await self._landed(request, outcome)
+            _raise_if_final(request, outcome, version, last_attempt=attempt == self._retries)
+            if isinstance(outcome, Conflict):  # ANY: try again at the version found
                 version = outcome.actual
-            await self._sleep(attempt)
-        raise self._still_busy(request)
+            await anyio.sleep(full_jitter(attempt, *self._backoff))
+        raise StorageUnavailableError(
+            f"aggregate {request.aggregate_id!r}: transaction still conflicting after "
+            f"{self._retries + 1} attempts",
+            code="TransactionConflict",
+            operation="TransactWriteItems",
+        )
 
-    async def _current_version(self, aggregate_id: str) -> int:
-        head = await self._backend.get_head(aggregate_id)
+    async def _current_version(self, request: AppendRequest) -> int:
+        head = await self._backend.get_head(request.aggregate_id)
         return head.version if head is not None else 0
 
-    async def _stored(self, request: AppendRequest, landed: Landed) -> ChangeSet:
+    async def _landed(self, request: AppendRequest, landed: Landed) -> Committed:
         record = landed.record
         if record is None:
             record = await self._backend.get_change_set(request.aggregate_id, landed.version)
@@ -94,17 +105,17 @@ class Appender:
                 f"aggregate {request.aggregate_id!r}: commit {request.commit_id!r} is recorded "
                 f"at version {landed.version} but that change set is missing"
             )
-        return to_change_set(self._codec, record)
+        return Committed(record.version, record.timestamp_us, record)
 
     async def _settle_unknown(
         self, request: AppendRequest, version: int, exc: StorageUnavailableError
-    ) -> ChangeSet:
+    ) -> Committed:
         try:
             record = await self._backend.get_change_set(request.aggregate_id, version)
         except StorageError:
             record = None
         if record is not None and record.commit_id == request.commit_id:
-            return to_change_set(self._codec, record)
+            return Committed(record.version, record.timestamp_us, record)
         raise CommitOutcomeUnknownError(
             f"the append of commit {request.commit_id!r} may or may not have landed ({exc}); "
             "retry with the same commit_id and expected_version, it lands at most once",
@@ -113,13 +124,20 @@ class Appender:
             commit_id=request.commit_id,
         ) from exc
 
-    async def _sleep(self, attempt: int) -> None:
-        await anyio.sleep(full_jitter(attempt, *self._backoff))
 
-    def _still_busy(self, request: AppendRequest) -> StorageUnavailableError:
-        return StorageUnavailableError(
-            f"aggregate {request.aggregate_id!r}: transaction still conflicting after "
-            f"{self._retries + 1} attempts",
-            code="TransactionConflict",
+def _raise_if_final(
+    request: AppendRequest, outcome: Outcome, version: int, *, last_attempt: bool
+) -> None:
+    """Raise for outcomes no retry can change; ``ANY`` conflicts are retried until the last."""
+    if isinstance(outcome, Refused):
+        raise StorageError(
+            f"aggregate {request.aggregate_id!r}: transaction cancelled",
+            code=",".join(outcome.codes),
             operation="TransactWriteItems",
         )
+    if isinstance(outcome, TypeMismatch):
+        raise AggregateTypeMismatchError(
+            request.aggregate_id, outcome.stored_type, request.aggregate_type or ""
+        )
+    if isinstance(outcome, Conflict) and (not request.guarded or last_attempt):
+        raise ConcurrencyError(request.aggregate_id, version, outcome.actual)

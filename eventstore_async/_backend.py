@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Protocol
 
+from ._objects import ObjectStore
 from ._records import ChangeSetRecord, CommitPlan, HeadRecord
 
 __all__ = ["Backend", "Page"]
@@ -14,6 +15,10 @@ Page = list[HeadRecord | ChangeSetRecord]
 
 
 class Backend(Protocol):
+    @property
+    def objects(self) -> ObjectStore | None:
+        """Where offloaded payloads go; None when no bucket is configured."""
+
     async def open(self) -> None:
         """Acquire connections."""
 
@@ -39,6 +44,9 @@ class Backend(Protocol):
 
     async def get_change_set(self, aggregate_id: str, version: int) -> ChangeSetRecord | None:
         """Consistent read of one change set."""
+
+    async def referenced_objects(self, aggregate_id: str) -> set[str]:
+        """Object keys the aggregate's change sets point to."""
 
     def query(self, aggregate_id: str, low: int, high: int | None) -> AsyncGenerator[Page, None]:
         """Consistent pages of the items with ``low <= sk <= high`` (``high=None``: no end)."""

@@ -1,7 +1,13 @@
 """Events to bytes and back, with msgspec's MessagePack.
 
-A payload is one format byte followed by a MessagePack array of envelopes
-``[type_name, body]``. ``type_name`` is the Struct's tag (or class name) and ``nil``
+A payload is one format byte, then the events as ``[type_name, body]`` envelopes:
+
+- ``0x01``: one MessagePack array of envelopes (small change sets, decoded at once);
+- ``0x02``: framed, each envelope preceded by its length (4 bytes, big-endian), so a
+  stream of any size is encoded and decoded one event at a time (offloaded and
+  streamed change sets).
+
+ ``type_name`` is the Struct's tag (or class name) and ``nil``
 for a plain mapping, so a reader that does not know a type still gets its data back
 as :class:`RawEvent`. Encoders and decoders are built once and reused.
 """
@@ -16,10 +22,15 @@ import msgspec
 from ._errors import IntegrityError, InvalidInputError
 from ._models import RawEvent
 
-__all__ = ["FORMAT_MSGPACK", "EventCodec"]
+__all__ = ["FORMAT_FRAMED", "FORMAT_MSGPACK", "EventCodec", "FrameDecoder"]
 
 #: Leading byte of a payload: MessagePack array of [type_name, body] envelopes.
 FORMAT_MSGPACK = 0x01
+#: Leading byte of a framed payload: length-prefixed envelopes.
+FORMAT_FRAMED = 0x02
+_FRAME_HEADER = 4
+#: No single event may encode to more than this (a corrupt length must not allocate GBs).
+MAX_FRAME_BYTES = 256 * 1024 * 1024
 
 _Envelope = tuple[str | None, msgspec.Raw]
 
@@ -33,6 +44,7 @@ class EventCodec:
     def __init__(self, *types: type[msgspec.Struct]) -> None:
         self._encoder = msgspec.msgpack.Encoder()
         self._envelopes = msgspec.msgpack.Decoder(list[_Envelope])
+        self._envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
         self._any = msgspec.msgpack.Decoder()
         self._names: dict[type[msgspec.Struct], str] = {}
         self._decoders: dict[str, msgspec.msgpack.Decoder[Any]] = {}
@@ -110,6 +122,26 @@ class EventCodec:
                 return InvalidInputError(f"events[{index}]", f"cannot be encoded: {exc}")
         return InvalidInputError("events", "cannot be encoded")
 
+    def append_frame(self, buffer: bytearray, index: int, event: Any) -> None:
+        """Append one event, framed, to ``buffer`` (see ``FORMAT_FRAMED``).
+
+        Raises:
+            InvalidInputError: as :meth:`encode_events`, naming ``events[index]``.
+        """
+        envelope = self._envelope(index, event)
+        start = len(buffer)
+        buffer.extend(b"\0\0\0\0")
+        try:
+            self._encoder.encode_into(envelope, buffer, -1)
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            del buffer[start:]
+            raise InvalidInputError(f"events[{index}]", f"cannot be encoded: {exc}") from None
+        length = len(buffer) - start - _FRAME_HEADER
+        if length > MAX_FRAME_BYTES:
+            del buffer[start:]
+            raise InvalidInputError(f"events[{index}]", f"encodes to {length} bytes, over 256 MiB")
+        buffer[start : start + _FRAME_HEADER] = length.to_bytes(_FRAME_HEADER, "big")
+
     def decode_events(self, payload: bytes) -> tuple[Any, ...]:
         """Decode a payload; unregistered types come back as :class:`RawEvent`.
 
@@ -117,6 +149,11 @@ class EventCodec:
             IntegrityError: unknown format byte, malformed bytes, or a registered type
                 whose stored body no longer matches its Struct definition.
         """
+        if payload[:1] == bytes((FORMAT_FRAMED,)):
+            decoder = FrameDecoder(self)
+            events = decoder.feed(payload)
+            decoder.close()
+            return tuple(events)
         if not payload or payload[0] != FORMAT_MSGPACK:
             head = payload[:1].hex() or "empty"
             raise IntegrityError(f"unknown change set payload format (first byte {head})")
@@ -125,6 +162,14 @@ class EventCodec:
         except msgspec.DecodeError as exc:
             raise IntegrityError(f"malformed change set payload: {exc}") from exc
         return tuple(self._decode_envelope(name, raw) for name, raw in envelopes)
+
+    def decode_frame(self, frame: memoryview) -> Any:
+        """Decode one framed envelope (without its length prefix)."""
+        try:
+            name, raw = self._envelope_decoder.decode(frame)
+        except msgspec.DecodeError as exc:
+            raise IntegrityError(f"malformed change set payload: {exc}") from exc
+        return self._decode_envelope(name, raw)
 
     def _decode_envelope(self, name: str | None, raw: msgspec.Raw) -> Any:
         try:
@@ -163,3 +208,55 @@ class EventCodec:
         if not isinstance(value, dict):
             raise IntegrityError("change set metadata is not a map")
         return value
+
+
+class FrameDecoder:
+    """Decodes a framed payload fed in chunks of any size, one event at a time.
+
+    Holds at most one partial frame besides the chunk being fed.
+    """
+
+    def __init__(self, codec: EventCodec) -> None:
+        self._codec = codec
+        self._buffer = bytearray()
+        self._started = False
+
+    def feed(self, chunk: bytes | bytearray | memoryview) -> list[Any]:
+        """Decode every event completed by ``chunk``.
+
+        Raises:
+            IntegrityError: not a framed payload, a frame too large, or bad bytes.
+        """
+        self._buffer.extend(chunk)
+        if not self._started:
+            if not self._buffer:
+                return []
+            if self._buffer[0] != FORMAT_FRAMED:
+                raise IntegrityError(f"not a framed payload (first byte {self._buffer[:1].hex()})")
+            del self._buffer[:1]
+            self._started = True
+        return self._drain()
+
+    def _drain(self) -> list[Any]:
+        events: list[Any] = []
+        view = memoryview(self._buffer)
+        position = 0
+        try:
+            while len(view) - position >= _FRAME_HEADER:
+                length = int.from_bytes(view[position : position + _FRAME_HEADER], "big")
+                if length > MAX_FRAME_BYTES:
+                    raise IntegrityError(f"frame of {length} bytes is over the 256 MiB limit")
+                end = position + _FRAME_HEADER + length
+                if end > len(view):
+                    break
+                events.append(self._codec.decode_frame(view[position + _FRAME_HEADER : end]))
+                position = end
+        finally:
+            view.release()
+        del self._buffer[:position]
+        return events
+
+    def close(self) -> None:
+        """Raise when the payload ended inside a frame (or never started)."""
+        if not self._started or self._buffer:
+            raise IntegrityError("framed payload is truncated")

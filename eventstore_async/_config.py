@@ -14,6 +14,7 @@ from ._errors import InvalidInputError
 __all__ = ["StoreConfig"]
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_KEY_PREFIX = re.compile(r"(?!/)[A-Za-z0-9._/-]{0,255}/")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
 # DynamoDB caps an item at 400 KB, names and values included. A change set item
@@ -21,6 +22,10 @@ _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 # metadata, so payloads are checked against this with the real item size.
 DYNAMODB_ITEM_LIMIT = 400 * 1024
 DYNAMODB_TRANSACTION_LIMIT = 4 * 1024 * 1024
+#: Encoded metadata stays inline; with the largest threshold it still fits an item.
+MAX_METADATA_BYTES = 64 * 1024
+#: Inline payload + metadata + keys and attributes stay under the item limit.
+MAX_OFFLOAD_THRESHOLD = 256 * 1024
 
 # Environment variables read by StoreConfig.from_env(), with the field each sets.
 _ENV_FIELDS: dict[str, str] = {
@@ -35,6 +40,11 @@ _ENV_FIELDS: dict[str, str] = {
     "EVENTSTORE_CONFLICT_RETRIES": "conflict_retries",
     "EVENTSTORE_PAGE_SIZE": "page_size",
     "EVENTSTORE_VERIFY_TLS": "verify_tls",
+    "EVENTSTORE_OFFLOAD_THRESHOLD_BYTES": "offload_threshold_bytes",
+    "EVENTSTORE_PART_SIZE_BYTES": "part_size_bytes",
+    "EVENTSTORE_UPLOAD_CONCURRENCY": "upload_concurrency",
+    "EVENTSTORE_KEY_PREFIX": "key_prefix",
+    "EVENTSTORE_COMPRESSION": "compression",
 }
 
 
@@ -71,6 +81,39 @@ class StoreConfig:
     #: Items per Query page; ``None`` lets DynamoDB fill 1 MB pages.
     page_size: int | None = None
     verify_tls: bool = True
+    #: A change set whose encoded events are larger goes to S3 (when ``bucket_name`` is
+    #: set). See the README ("Oversized change sets") for why 64 KiB.
+    offload_threshold_bytes: int = 64 * 1024
+    #: Multipart part size (S3: 5 MiB to 5 GiB); memory per upload is about
+    #: ``(upload_concurrency + 1) * part_size_bytes``.
+    part_size_bytes: int = 8 * 1024 * 1024
+    upload_concurrency: int = 4
+    #: Offloaded payloads fetched at once when a history holds several.
+    fetch_concurrency: int = 8
+    #: Objects are written under this prefix.
+    key_prefix: str = "changesets/"
+    #: ``"zlib"`` compresses offloaded payloads (about 3x on typical events, at
+    #: ~86 MB/s of one core); ``None`` stores them as they are.
+    compression: str | None = None
+    #: An upload that takes longer is deleted instead of committed, which bounds how
+    #: long an object can wait for its transaction (see ``sweep_orphans``).
+    max_upload_seconds: float = 900.0
+
+    @property
+    def commit_window_seconds(self) -> float:
+        """The longest an append may still commit after its object was started.
+
+        Upload time (at most ``max_upload_seconds``), then at most
+        ``conflict_retries + 2`` rounds (a head read and the commits) of
+        ``max_attempts`` requests, each bounded by both timeouts, plus the backoff.
+        """
+        per_request = self.connect_timeout + self.read_timeout
+        rounds = (self.conflict_retries + 2) * self.max_attempts
+        return (
+            self.max_upload_seconds
+            + rounds * per_request
+            + self.conflict_retries * self.backoff_max
+        )
 
     def __post_init__(self) -> None:
         _check_names(self)
@@ -147,7 +190,25 @@ def _check_numbers(config: StoreConfig) -> None:
     _require_int(config, "conflict_retries", 0, 100)
     if config.page_size is not None:
         _require_int(config, "page_size", 1, 1_000_000)
-    for name in ("connect_timeout", "read_timeout", "backoff_base", "backoff_max"):
+    _require_int(config, "offload_threshold_bytes", 1, MAX_OFFLOAD_THRESHOLD)
+    _require_int(config, "part_size_bytes", 5 * 1024 * 1024, 5 * 1024**3)
+    _require_int(config, "upload_concurrency", 1, 64)
+    _require_int(config, "fetch_concurrency", 1, 256)
+    if config.compression not in (None, "zlib"):
+        raise InvalidInputError("compression", "must be None or 'zlib'")
+    prefix = config.key_prefix
+    if not isinstance(prefix, str) or not _KEY_PREFIX.fullmatch(prefix):
+        raise InvalidInputError(
+            "key_prefix",
+            "must be 1-256 characters of A-Za-z0-9 ._-/ ending in '/', not starting with '/'",
+        )
+    for name in (
+        "connect_timeout",
+        "read_timeout",
+        "backoff_base",
+        "backoff_max",
+        "max_upload_seconds",
+    ):
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInputError(name, "must be a number of seconds")

@@ -14,6 +14,7 @@ from ._backend import Page
 from ._config import StoreConfig
 from ._errors import SchemaMissingError, StorageError, StoreClosedError
 from ._items import head_key, key, record_from_item, transact_items
+from ._objects import S3Objects
 from ._records import (
     ChangeSetRecord,
     CommitPlan,
@@ -36,6 +37,7 @@ class DynamoDBBackend:
         self._table = config.table_name
         self._stack: AsyncExitStack | None = None
         self._clients: AwsClients | None = None
+        self._objects: S3Objects | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -47,9 +49,15 @@ class DynamoDBBackend:
             await stack.aclose()
             raise
         self._stack = stack
+        if self._config.bucket_name is not None:
+            self._objects = S3Objects(self._clients.s3, self._config.bucket_name)
+
+    @property
+    def objects(self) -> S3Objects | None:
+        return self._objects
 
     async def aclose(self) -> None:
-        stack, self._stack, self._clients = self._stack, None, None
+        stack, self._stack, self._clients, self._objects = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()
 
@@ -113,6 +121,10 @@ class DynamoDBBackend:
         except StorageError as exc:
             if exc.code != "BucketAlreadyOwnedByYou":
                 raise
+        with translate_errors("PutBucketLifecycleConfiguration"):
+            await self._s3.put_bucket_lifecycle_configuration(
+                Bucket=bucket, LifecycleConfiguration=_lifecycle(self._config.key_prefix)
+            )
 
     async def drop_schema(self) -> None:
         try:
@@ -185,6 +197,24 @@ class DynamoDBBackend:
         item = response.get("Item")
         return record_from_item(item) if item else None
 
+    async def referenced_objects(self, aggregate_id: str) -> set[str]:
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "KeyConditionExpression": "pk = :pk AND sk >= :one",
+            "FilterExpression": "attribute_exists(s3_key)",
+            "ProjectionExpression": "s3_key",
+            "ExpressionAttributeValues": {":pk": {"S": aggregate_id}, ":one": {"N": "1"}},
+            "ConsistentRead": True,
+        }
+        keys: set[str] = set()
+        while True:
+            with translate_errors("Query"):
+                response = await self._dynamodb.query(**params)
+            keys.update(item["s3_key"]["S"] for item in response.get("Items", []))
+            if not response.get("LastEvaluatedKey"):
+                return keys
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
     async def query(
         self, aggregate_id: str, low: int, high: int | None
     ) -> AsyncGenerator[Page, None]:
@@ -227,3 +257,17 @@ def _rejection(exc: ClientError) -> CommitRejected:
         item = reason.get("Item")
         reasons.append(Rejection(code=code, old=record_from_item(item) if item else None))
     return CommitRejected(reasons)
+
+
+def _lifecycle(prefix: str) -> dict[str, Any]:
+    """Incomplete multipart uploads (a crashed writer's) are removed after a day."""
+    return {
+        "Rules": [
+            {
+                "ID": "eventstore-abort-incomplete-uploads",
+                "Filter": {"Prefix": prefix},
+                "Status": "Enabled",
+                "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+            }
+        ]
+    }

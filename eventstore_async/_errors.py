@@ -6,6 +6,7 @@ Every failure a caller may want to handle differently has its own class::
     ├── InvalidInputError (also a ValueError)   bad argument, nothing was sent
     ├── ConcurrencyError                        expected version did not match
     ├── AggregateNotFoundError                  load() of an aggregate with no change sets
+    ├── ChangeSetNotFoundError                  iter_events() of a version that does not exist
     ├── AggregateTypeMismatchError              append() named another type than the stored one
     ├── ChangeSetTooLargeError                  over a DynamoDB item or transaction limit
     ├── IntegrityError                          stored data failed a check (hash, format)
@@ -26,6 +27,7 @@ __all__ = [
     "AccessDeniedError",
     "AggregateNotFoundError",
     "AggregateTypeMismatchError",
+    "ChangeSetNotFoundError",
     "ChangeSetTooLargeError",
     "CommitOutcomeUnknownError",
     "ConcurrencyError",
@@ -74,6 +76,15 @@ class AggregateNotFoundError(EventStoreError, LookupError):
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(f"aggregate {aggregate_id!r} does not exist")
         self.aggregate_id = aggregate_id
+
+
+class ChangeSetNotFoundError(EventStoreError, LookupError):
+    """The aggregate has no change set with that version."""
+
+    def __init__(self, aggregate_id: str, version: int) -> None:
+        super().__init__(f"aggregate {aggregate_id!r} has no change set {version}")
+        self.aggregate_id = aggregate_id
+        self.version = version
 
 
 class AggregateTypeMismatchError(EventStoreError):

@@ -5,7 +5,8 @@ Pure functions, no I/O. The table layout (README "Schema")::
     pk (S)         sk (N)      item
     aggregate id   0           head: version, agg_type, commit_id, event_count,
                                      created_us, updated_us
-    aggregate id   1..n        change set: commit_id, ts_us, event_count, payload (B), metadata (B)
+    aggregate id   1..n        change set: commit_id, ts_us, event_count, metadata (B), and
+                               payload (B) or s3_key, s3_size, s3_sha256 (, s3_codec)
     aggregate id   < 0         commit marker of an ANY-version append: commit_id, version
 """
 
@@ -20,6 +21,7 @@ from ._records import (
     HeadRecord,
     HeadWrite,
     MarkerRecord,
+    ObjectPointer,
     PutChangeSet,
     PutMarker,
     Record,
@@ -77,10 +79,24 @@ def _change_set_item(record: ChangeSetRecord) -> Item:
     item["commit_id"] = {"S": record.commit_id}
     item["ts_us"] = {"N": str(record.timestamp_us)}
     item["event_count"] = {"N": str(record.event_count)}
-    item["payload"] = {"B": record.payload}
+    if record.pointer is not None:
+        item.update(_pointer_attributes(record.pointer))
+    else:
+        item["payload"] = {"B": record.payload}
     if record.metadata:
         item["metadata"] = {"B": record.metadata}
     return item
+
+
+def _pointer_attributes(pointer: ObjectPointer) -> Item:
+    attributes: Item = {
+        "s3_key": {"S": pointer.key},
+        "s3_size": {"N": str(pointer.size)},
+        "s3_sha256": {"S": pointer.sha256},
+    }
+    if pointer.compression is not None:
+        attributes["s3_codec"] = {"S": pointer.compression}
+    return attributes
 
 
 def _marker_item(marker: MarkerRecord) -> Item:
@@ -129,14 +145,26 @@ def _head_from(item: Item) -> HeadRecord:
 
 def _change_set_from(item: Item, version: int) -> ChangeSetRecord:
     metadata = item.get("metadata")
+    pointer = _pointer_from(item) if "s3_key" in item else None
     return ChangeSetRecord(
         aggregate_id=item["pk"]["S"],
         version=version,
         commit_id=item["commit_id"]["S"],
         timestamp_us=int(item["ts_us"]["N"]),
         event_count=int(item["event_count"]["N"]),
-        payload=bytes(item["payload"]["B"]),
+        payload=None if pointer else bytes(item["payload"]["B"]),
         metadata=bytes(metadata["B"]) if metadata else None,
+        pointer=pointer,
+    )
+
+
+def _pointer_from(item: Item) -> ObjectPointer:
+    codec = item.get("s3_codec")
+    return ObjectPointer(
+        key=item["s3_key"]["S"],
+        size=int(item["s3_size"]["N"]),
+        sha256=item["s3_sha256"]["S"],
+        compression=codec["S"] if codec else None,
     )
 
 

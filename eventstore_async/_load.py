@@ -6,8 +6,7 @@ from collections.abc import AsyncIterator
 from contextlib import aclosing
 
 from ._backend import Backend
-from ._codec import EventCodec
-from ._decode import to_change_set, to_head
+from ._decode import ChangeSetDecoder, to_head
 from ._errors import AggregateNotFoundError, IntegrityError
 from ._models import AggregateHistory, ChangeSet
 from ._records import ChangeSetRecord, HeadRecord
@@ -16,7 +15,7 @@ __all__ = ["load_history", "read_change_sets"]
 
 
 async def load_history(
-    backend: Backend, codec: EventCodec, aggregate_id: str, low: int, high: int | None
+    backend: Backend, decoder: ChangeSetDecoder, aggregate_id: str, low: int, high: int | None
 ) -> AggregateHistory:
     """Head and change sets ``low..high``, cut at the head's version so they agree.
 
@@ -35,10 +34,8 @@ async def load_history(
     last = head.version if high is None else min(high, head.version)
     records = [record for record in records if record.version <= last]
     _check_contiguous(aggregate_id, records, low, last)
-    return AggregateHistory(
-        head=to_head(head),
-        change_sets=tuple(to_change_set(codec, record) for record in records),
-    )
+    change_sets = await decoder.change_sets(records)
+    return AggregateHistory(head=to_head(head), change_sets=tuple(change_sets))
 
 
 async def _query_with_head(
@@ -81,11 +78,11 @@ def _check_contiguous(
 
 
 async def read_change_sets(
-    backend: Backend, codec: EventCodec, aggregate_id: str, low: int, high: int | None
+    backend: Backend, decoder: ChangeSetDecoder, aggregate_id: str, low: int, high: int | None
 ) -> AsyncIterator[ChangeSet]:
     """Change sets ``low..high`` as each page arrives: memory holds one page."""
     async with aclosing(backend.query(aggregate_id, low, high)) as pages:
         async for page in pages:
-            for record in page:
-                if isinstance(record, ChangeSetRecord):
-                    yield to_change_set(codec, record)
+            records = [record for record in page if isinstance(record, ChangeSetRecord)]
+            for change_set in await decoder.change_sets(records):
+                yield change_set

@@ -7,7 +7,15 @@ from typing import Any, Final, final
 
 import msgspec
 
-__all__ = ["ANY", "AggregateHead", "AggregateHistory", "AnyVersion", "ChangeSet", "RawEvent"]
+__all__ = [
+    "ANY",
+    "AggregateHead",
+    "AggregateHistory",
+    "AnyVersion",
+    "ChangeSet",
+    "RawEvent",
+    "SweepReport",
+]
 
 
 @final
@@ -51,11 +59,14 @@ class ChangeSet(msgspec.Struct, frozen=True, kw_only=True):
     timestamp: datetime
     events: tuple[Any, ...]
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    #: How many events the change set holds. Equal to ``len(events)`` except for the
+    #: change set returned by an append from an iterator, whose events were streamed
+    #: and not kept (``events == ()``).
+    event_count: int = -1
 
-    @property
-    def event_count(self) -> int:
-        """How many events this change set holds."""
-        return len(self.events)
+    def __post_init__(self) -> None:
+        if self.event_count < 0:
+            msgspec.structs.force_setattr(self, "event_count", len(self.events))
 
 
 class AggregateHead(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,3 +100,11 @@ class AggregateHistory(msgspec.Struct, frozen=True, kw_only=True):
     def events(self) -> list[Any]:
         """Every event of the loaded change sets, in order."""
         return [event for change_set in self.change_sets for event in change_set.events]
+
+
+class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What :meth:`EventStore.sweep_orphans` did."""
+
+    objects_scanned: int
+    objects_deleted: tuple[str, ...]
+    uploads_aborted: int

@@ -21,6 +21,7 @@ from ._records import (
     HeadRecord,
     HeadWrite,
     MarkerRecord,
+    ObjectPointer,
     PutChangeSet,
     PutMarker,
     Write,
@@ -46,8 +47,10 @@ class AppendRequest:
     retry with the same commit id lands at most once whatever the version (ANY)."""
 
     aggregate_id: str
-    events: tuple[Any, ...]
-    payload: bytes
+    events: tuple[Any, ...]  # as given; () when they were streamed to S3
+    event_count: int
+    payload: bytes | None  # inline payload, or None with a pointer
+    pointer: ObjectPointer | None
     metadata: dict[str, Any]
     metadata_bytes: bytes | None
     aggregate_type: str | None
@@ -63,6 +66,7 @@ class AppendRequest:
             timestamp=from_us(timestamp_us),
             events=self.events,
             metadata=self.metadata,
+            event_count=self.event_count,
         )
 
     def record(self, version: int, timestamp_us: int) -> ChangeSetRecord:
@@ -71,9 +75,10 @@ class AppendRequest:
             version=version,
             commit_id=self.commit_id,
             timestamp_us=timestamp_us,
-            event_count=len(self.events),
+            event_count=self.event_count,
             payload=self.payload,
             metadata=self.metadata_bytes,
+            pointer=self.pointer,
         )
 
 
@@ -85,12 +90,12 @@ def plan_append(request: AppendRequest, expected: int, timestamp_us: int) -> Com
         aggregate_type=request.aggregate_type,
         version=version,
         last_commit_id=request.commit_id,
-        event_count=len(request.events),
+        event_count=request.event_count,
         created_us=timestamp_us,
         updated_us=timestamp_us,
     )
     writes: list[Write] = [
-        HeadWrite(head=head, expected_version=expected, added_events=len(request.events)),
+        HeadWrite(head=head, expected_version=expected, added_events=request.event_count),
         PutChangeSet(record=request.record(version, timestamp_us)),
     ]
     if request.guarded:

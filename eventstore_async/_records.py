@@ -16,6 +16,7 @@ __all__ = [
     "HeadRecord",
     "HeadWrite",
     "MarkerRecord",
+    "ObjectPointer",
     "PutChangeSet",
     "PutMarker",
     "Rejection",
@@ -35,14 +36,27 @@ class HeadRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class ObjectPointer:
+    """Where an offloaded payload lives in S3, and how to check what comes back."""
+
+    key: str
+    size: int  # bytes of the stored object
+    sha256: str  # hex digest of the stored object
+    compression: str | None = None  # "zlib" or None
+
+
+@dataclass(frozen=True, slots=True)
 class ChangeSetRecord:
+    """A change set as stored: its payload inline, or a pointer to it in S3."""
+
     aggregate_id: str
     version: int
     commit_id: str
     timestamp_us: int
     event_count: int
-    payload: bytes
+    payload: bytes | None
     metadata: bytes | None
+    pointer: ObjectPointer | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,30 +4,40 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
 
 import anyio
 import msgspec
 
-from ._append import Appender
+from ._append import Appender, Committed
 from ._backend import Backend
 from ._codec import EventCodec
-from ._config import DYNAMODB_ITEM_LIMIT, StoreConfig
-from ._decode import to_head
+from ._config import DYNAMODB_ITEM_LIMIT, MAX_METADATA_BYTES, StoreConfig
+from ._decode import ChangeSetDecoder, to_head
 from ._dynamodb import DynamoDBBackend
-from ._errors import ChangeSetTooLargeError, StoreClosedError
+from ._errors import (
+    ChangeSetNotFoundError,
+    ChangeSetTooLargeError,
+    CommitOutcomeUnknownError,
+    InvalidInputError,
+    StoreClosedError,
+)
 from ._items import item_size, record_to_item
 from ._load import load_history, read_change_sets
 from ._memory import MemoryBackend
-from ._models import ANY, AggregateHead, AggregateHistory, AnyVersion, ChangeSet
+from ._models import ANY, AggregateHead, AggregateHistory, AnyVersion, ChangeSet, SweepReport
+from ._offload import EncodedPayload, Offloader, PayloadReader
 from ._plan import AppendRequest
+from ._sweep import sweep_orphans
 from ._validation import (
     check_aggregate_id,
     check_aggregate_type,
     check_commit_id,
-    check_events,
     check_expected_version,
     check_metadata,
     check_version_range,
@@ -64,19 +74,34 @@ class EventStore:
         self._config = config
         self._codec = EventCodec(*types)
         self._backend: Backend = _backend or DynamoDBBackend(config)
-        self._appender = Appender(self._backend, self._codec, config)
+        self._appender = Appender(self._backend, config)
         self._state = _State.UNOPENED
+        self._wire_payloads()
+
+    def _wire_payloads(self) -> None:
+        """Offload and read-back use the backend's object store, known once open."""
+        objects = self._backend.objects
+        self._offloader = Offloader(self._codec, objects, self._config)
+        self._reader = PayloadReader(self._codec, objects)
+        self._decoder = ChangeSetDecoder(self._codec, self._reader, self._config.fetch_concurrency)
 
     @classmethod
-    def in_memory(
-        cls, *, types: Iterable[type[msgspec.Struct]] = (), page_size: int | None = None
-    ) -> EventStore:
+    def in_memory(cls, *, types: Iterable[type[msgspec.Struct]] = (), **config: Any) -> EventStore:
         """A store kept in this process, with the same semantics, for unit tests.
 
-        Its schema exists from the start. Nothing is shared between two such stores.
+        ``config`` takes :class:`StoreConfig` fields (``page_size``,
+        ``offload_threshold_bytes``...); offloaded payloads go to an in-memory bucket
+        unless ``bucket_name=None``. The schema exists from the start. Nothing is
+        shared between two such stores.
         """
-        config = StoreConfig(table_name="in-memory", page_size=page_size)
-        return cls(config, types=types, _backend=MemoryBackend(page_size=page_size))
+        settings: dict[str, Any] = {"table_name": "in-memory", "bucket_name": "in-memory"}
+        settings.update(config)
+        store_config = StoreConfig(**settings)
+        backend = MemoryBackend(
+            page_size=store_config.page_size,
+            with_objects=store_config.bucket_name is not None,
+        )
+        return cls(store_config, types=types, _backend=backend)
 
     @property
     def config(self) -> StoreConfig:
@@ -99,6 +124,7 @@ class EventStore:
         if self._state is not _State.UNOPENED:
             raise StoreClosedError(f"the store is {self._state.value}; create a new EventStore")
         await self._backend.open()
+        self._wire_payloads()
         self._state = _State.OPEN
         return self
 
@@ -145,7 +171,7 @@ class EventStore:
     async def append(
         self,
         aggregate_id: str,
-        events: Iterable[Any],
+        events: Iterable[Any] | AsyncIterable[Any],
         *,
         expected_version: int | AnyVersion,
         aggregate_type: str | None = None,
@@ -156,60 +182,108 @@ class EventStore:
 
         Args:
             aggregate_id: the aggregate's id (1 to 512 UTF-8 bytes, no control characters).
-            events: one or more msgspec Structs or str-keyed mappings.
+            events: one or more msgspec Structs or str-keyed mappings: a list or tuple,
+                or an iterator or async iterator, encoded one at a time. A change set
+                over ``offload_threshold_bytes`` is streamed to S3 (see the README).
             expected_version: the version the aggregate must have now (0: it must not
                 exist yet), or ``ANY``.
             aggregate_type: recorded when the aggregate is created; a later append that
                 names another type is refused.
-            metadata: a str-keyed mapping stored with the change set.
+            metadata: a str-keyed mapping stored with the change set (at most 64 KiB
+                encoded).
             commit_id: the idempotency key (a new UUID when omitted). Retrying an append
                 with the same commit id and expected version returns the stored change
                 set instead of writing it twice; with ``ANY`` any retry is safe.
 
         Returns:
-            The stored change set.
+            The stored change set. When the events came from an iterator and were
+            streamed to S3, its ``events`` is empty (they were not kept) and
+            ``event_count`` says how many were stored.
 
         Raises:
-            InvalidInputError: an argument is not acceptable (nothing was sent).
+            InvalidInputError: an argument is not acceptable (nothing was written).
             ConcurrencyError: the aggregate is not at ``expected_version``.
             AggregateTypeMismatchError: the aggregate has another type.
-            ChangeSetTooLargeError: the change set is over DynamoDB's item limit.
+            ChangeSetTooLargeError: over DynamoDB's item limit and no bucket to offload to.
             CommitOutcomeUnknownError: the response was lost; retry with the commit id.
-            StorageError: AWS failed the request (see its subclasses).
+            StorageError: AWS failed a request (see its subclasses).
         """
         self._require_open()
-        request, expected = self._append_request(
-            aggregate_id, events, expected_version, aggregate_type, metadata, commit_id
+        header = self._check_append(
+            aggregate_id, expected_version, aggregate_type, metadata, commit_id
         )
-        return await self._appender.append(request, expected)
+        encoded = await self._offloader.encode(header.aggregate_id, events)
+        request = header.request(encoded)
+        _check_item_size(request)
+        try:
+            committed = await self._appender.append(request, header.expected)
+        except Exception as exc:
+            if encoded.pointer is not None and not isinstance(exc, CommitOutcomeUnknownError):
+                with anyio.CancelScope(shield=True):  # nothing references the object
+                    await self._offloader.discard(encoded.pointer.key)
+            raise
+        return await self._result(request, committed)
 
-    def _append_request(
+    def _check_append(
         self,
         aggregate_id: Any,
-        events: Any,
         expected_version: Any,
         aggregate_type: Any,
         metadata: Any,
         commit_id: Any,
-    ) -> tuple[AppendRequest, int | AnyVersion]:
-        aggregate_id = check_aggregate_id(aggregate_id)
+    ) -> _AppendHeader:
+        checked_metadata = check_metadata(metadata)
+        metadata_bytes = None
+        if checked_metadata:
+            metadata_bytes = self._codec.encode_metadata(checked_metadata)
+            if len(metadata_bytes) > MAX_METADATA_BYTES:
+                raise InvalidInputError(
+                    "metadata", f"encodes to {len(metadata_bytes)} bytes, over {MAX_METADATA_BYTES}"
+                )
         expected = check_expected_version(expected_version)
-        aggregate_type = check_aggregate_type(aggregate_type)
-        commit_id = check_commit_id(commit_id) or uuid.uuid4().hex
-        metadata = check_metadata(metadata)
-        events = tuple(check_events(events))
-        request = AppendRequest(
-            aggregate_id=aggregate_id,
-            events=events,
-            payload=self._codec.encode_events(events),
-            metadata=dict(metadata or {}),
-            metadata_bytes=self._codec.encode_metadata(metadata) if metadata else None,
-            aggregate_type=aggregate_type,
-            commit_id=commit_id,
-            guarded=expected is ANY,
+        return _AppendHeader(
+            aggregate_id=check_aggregate_id(aggregate_id),
+            expected=expected,
+            aggregate_type=check_aggregate_type(aggregate_type),
+            commit_id=check_commit_id(commit_id) or uuid.uuid4().hex,
+            metadata=dict(checked_metadata or {}),
+            metadata_bytes=metadata_bytes,
         )
-        _check_item_size(request)
-        return request, expected
+
+    async def _result(self, request: AppendRequest, committed: Committed) -> ChangeSet:
+        earlier = committed.earlier
+        if earlier is None:
+            return request.change_set(committed.version, committed.timestamp_us)
+        ours = request.pointer
+        if ours is not None and (earlier.pointer is None or earlier.pointer.key != ours.key):
+            with anyio.CancelScope(shield=True):  # an earlier attempt's object is the one kept
+                await self._offloader.discard(ours.key)
+        return await self._decoder.change_set(earlier)
+
+    async def sweep_orphans(self, *, older_than: timedelta = timedelta(hours=1)) -> SweepReport:
+        """Delete offloaded objects that no change set references, and abort old
+        multipart uploads: what a writer that crashed mid-append left behind.
+
+        Only objects older than ``older_than`` are considered; it must be at least
+        ``config.commit_window_seconds`` (the longest an append can take to commit its
+        object), so an append still in flight never loses its object. Costs one
+        LIST per 1,000 objects and one Query (pointer attributes) per aggregate with
+        old objects.
+
+        Raises:
+            InvalidInputError: ``older_than`` is shorter than the commit window.
+            StorageError: AWS failed a request.
+        """
+        self._require_open()
+        objects = self._backend.objects
+        window = timedelta(seconds=self._config.commit_window_seconds)
+        if not isinstance(older_than, timedelta) or older_than < window:
+            raise InvalidInputError(
+                "older_than", f"must be a timedelta of at least {window} (commit_window_seconds)"
+            )
+        if objects is None:
+            return SweepReport(objects_scanned=0, objects_deleted=(), uploads_aborted=0)
+        return await sweep_orphans(self._backend, objects, self._config.key_prefix, older_than)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -230,7 +304,7 @@ class EventStore:
         self._require_open()
         aggregate_id = check_aggregate_id(aggregate_id)
         low, high = check_version_range(from_version, to_version)
-        return await load_history(self._backend, self._codec, aggregate_id, low, high)
+        return await load_history(self._backend, self._decoder, aggregate_id, low, high)
 
     def read(
         self, aggregate_id: str, *, from_version: int = 1, to_version: int | None = None
@@ -244,13 +318,68 @@ class EventStore:
         self._require_open()
         aggregate_id = check_aggregate_id(aggregate_id)
         low, high = check_version_range(from_version, to_version)
-        return read_change_sets(self._backend, self._codec, aggregate_id, low, high)
+        return read_change_sets(self._backend, self._decoder, aggregate_id, low, high)
+
+    def iter_events(self, aggregate_id: str, version: int) -> AsyncIterator[Any]:
+        """Stream the events of one change set, one at a time, in bounded memory.
+
+        For an offloaded change set the object is first spooled to a temporary file
+        (in memory up to 8 MiB) and its size and SHA-256 checked, so no event is
+        yielded from a payload that fails the check.
+
+        Raises:
+            InvalidInputError: a bad id or version (when called).
+            ChangeSetNotFoundError: no change set with that version.
+            IntegrityError: the offloaded object is missing or does not match.
+        """
+        self._require_open()
+        aggregate_id = check_aggregate_id(aggregate_id)
+        low, _ = check_version_range(version, None)
+        return self._iter_events(aggregate_id, low)
+
+    async def _iter_events(self, aggregate_id: str, version: int) -> AsyncIterator[Any]:
+        record = await self._backend.get_change_set(aggregate_id, version)
+        if record is None:
+            raise ChangeSetNotFoundError(aggregate_id, version)
+        if record.pointer is None:
+            for event in self._codec.decode_events(record.payload or b""):
+                yield event
+            return
+        async with aclosing(self._reader.iter_events(record.pointer)) as events:
+            async for event in events:
+                yield event
 
     async def head(self, aggregate_id: str) -> AggregateHead | None:
         """The aggregate's head, or ``None`` when it does not exist (consistent read)."""
         self._require_open()
         record = await self._backend.get_head(check_aggregate_id(aggregate_id))
         return to_head(record) if record is not None else None
+
+
+@dataclass(frozen=True, slots=True)
+class _AppendHeader:
+    """The checked arguments of an append, before its events are encoded."""
+
+    aggregate_id: str
+    expected: int | AnyVersion
+    aggregate_type: str | None
+    commit_id: str
+    metadata: dict[str, Any]
+    metadata_bytes: bytes | None
+
+    def request(self, encoded: EncodedPayload) -> AppendRequest:
+        return AppendRequest(
+            aggregate_id=self.aggregate_id,
+            events=encoded.events,
+            event_count=encoded.event_count,
+            payload=encoded.payload,
+            pointer=encoded.pointer,
+            metadata=self.metadata,
+            metadata_bytes=self.metadata_bytes,
+            aggregate_type=self.aggregate_type,
+            commit_id=self.commit_id,
+            guarded=self.expected is ANY,
+        )
 
 
 def _check_item_size(request: AppendRequest) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import msgspec
 import pytest
@@ -87,7 +88,7 @@ async def make_store(
         base = remote_config(backend_name, request)
 
     async def factory(
-        *, types: tuple[type[msgspec.Struct], ...] = EVENT_TYPES, **overrides: object
+        *, types: tuple[type[msgspec.Struct], ...] = EVENT_TYPES, **overrides: Any
     ) -> EventStore:
         if base is None:
             store = _memory_sibling(shared_memory, types, overrides)
@@ -106,11 +107,11 @@ async def make_store(
 
 
 def _memory_sibling(
-    shared: list[EventStore], types: tuple[type[msgspec.Struct], ...], overrides: dict[str, object]
+    shared: list[EventStore], types: tuple[type[msgspec.Struct], ...], overrides: dict[str, Any]
 ) -> EventStore:
     """In-memory stores of one test share their storage, as remote ones share a table."""
     if not shared:
-        store = EventStore.in_memory(types=types, page_size=overrides.get("page_size"))  # type: ignore[arg-type]
+        store = EventStore.in_memory(types=types, **overrides)
         shared.append(store)
         return store
     first = shared[0]

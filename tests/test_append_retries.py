@@ -50,6 +50,13 @@ class ScriptedBackend:
         if fault == "lost-after":  # committed, but the response never came back
             raise StorageUnavailableError("reset", code="ConnectionReset", operation="T")
 
+    @property
+    def objects(self) -> None:
+        return None
+
+    async def referenced_objects(self, aggregate_id: str) -> set[str]:
+        return await self.inner.referenced_objects(aggregate_id)
+
     async def open(self) -> None: ...
     async def aclose(self) -> None: ...
     async def create_schema(self) -> None: ...

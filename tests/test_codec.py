@@ -290,11 +290,11 @@ def test_non_dict_mappings_are_encoded(kind: str) -> None:
     [
         b"",
         b"\x00",
-        b"\x02" + msgspec.msgpack.encode([[None, {"a": 1}]]),
+        b"\x03" + msgspec.msgpack.encode([[None, {"a": 1}]]),
         b"\xff" + msgspec.msgpack.encode([[None, {"a": 1}]]),
         msgspec.msgpack.encode([[None, {"a": 1}]]),  # no format byte at all
     ],
-    ids=["empty", "zero", "format-2", "format-ff", "missing-format-byte"],
+    ids=["empty", "zero", "format-3", "format-ff", "missing-format-byte"],
 )
 def test_unknown_format_is_an_integrity_error(payload: bytes) -> None:
     with pytest.raises(IntegrityError, match="format"):

@@ -202,9 +202,10 @@ async def test_history_larger_than_one_megabyte_page(store: EventStore) -> None:
     assert streamed == list(range(1, count + 1))
 
 
-async def test_oversized_change_set_is_refused_before_anything_is_written(
-    store: EventStore,
+async def test_oversized_change_set_without_a_bucket_is_refused_before_anything_is_written(
+    make_store: StoreFactory,
 ) -> None:
+    store = await make_store(bucket_name=None)
     aggregate = new_id()
     with pytest.raises(ChangeSetTooLargeError) as too_large:
         await store.append(aggregate, [{"blob": "x" * 500_000}], expected_version=0)

@@ -82,7 +82,9 @@ def _request(
     return AppendRequest(
         aggregate_id="order-1",
         events=events,
+        event_count=len(events),
         payload=CODEC.encode_events(events),
+        pointer=None,
         metadata={},
         metadata_bytes=None,
         aggregate_type=aggregate_type,
@@ -350,7 +352,9 @@ def test_request_token_fits_client_request_token(
     request = AppendRequest(
         aggregate_id=aggregate_id,
         events=({},),
+        event_count=1,
         payload=b"\x01",
+        pointer=None,
         metadata={},
         metadata_bytes=None,
         aggregate_type=None,

@@ -1,0 +1,146 @@
+"""Object storage for offloaded payloads: the protocol, and S3 behind it.
+
+The offload logic (``_offload``) is written once against :class:`ObjectStore`;
+:class:`S3Objects` sends the requests, ``_memory.MemoryObjects`` keeps bytes in a dict.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from ._aws_errors import translate_errors
+
+__all__ = ["ObjectInfo", "ObjectStore", "S3Objects", "UploadInfo"]
+
+_READ_CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """An incomplete multipart upload."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class ObjectStore(Protocol):
+    async def put(self, key: str, body: bytes) -> None:
+        """Write an object; refused (``StorageError``) if the key exists."""
+
+    async def start_multipart(self, key: str) -> str:
+        """Begin a multipart upload; returns its id."""
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+        """Upload part ``number`` (from 1); returns its ETag."""
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
+        """Assemble the parts (ETags in part order); refused if the key exists."""
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an upload and its parts."""
+
+    def get(self, key: str) -> AsyncGenerator[bytes, None]:
+        """The object's bytes in chunks."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete an object (no error when it is absent)."""
+
+    def list(self, prefix: str) -> AsyncGenerator[ObjectInfo, None]:
+        """Every object under ``prefix``."""
+        ...
+
+    def list_uploads(self, prefix: str) -> AsyncGenerator[UploadInfo, None]:
+        """Every incomplete multipart upload under ``prefix``."""
+        ...
+
+
+class S3Objects:
+    """:class:`ObjectStore` on one S3 bucket."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self._s3 = client
+        self._bucket = bucket
+
+    async def put(self, key: str, body: bytes) -> None:
+        with translate_errors("PutObject"):
+            await self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, IfNoneMatch="*")
+
+    async def start_multipart(self, key: str) -> str:
+        with translate_errors("CreateMultipartUpload"):
+            response = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=key)
+        return str(response["UploadId"])
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+        with translate_errors("UploadPart"):
+            response = await self._s3.upload_part(
+                Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
+            )
+        return str(response["ETag"])
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
+        parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]
+        with translate_errors("CompleteMultipartUpload"):
+            await self._s3.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts},
+                IfNoneMatch="*",
+            )
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        with translate_errors("AbortMultipartUpload"):
+            await self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
+
+    async def get(self, key: str) -> AsyncGenerator[bytes, None]:
+        with translate_errors("GetObject"):
+            response = await self._s3.get_object(Bucket=self._bucket, Key=key)
+        body = response["Body"]
+        try:
+            while True:
+                with translate_errors("GetObject"):
+                    chunk = await body.read(_READ_CHUNK)
+                if not chunk:
+                    return
+                yield chunk
+        finally:
+            body.close()
+
+    async def delete(self, key: str) -> None:
+        with translate_errors("DeleteObject"):
+            await self._s3.delete_object(Bucket=self._bucket, Key=key)
+
+    async def list(self, prefix: str) -> AsyncGenerator[ObjectInfo, None]:
+        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        while True:
+            with translate_errors("ListObjectsV2"):
+                listed = await self._s3.list_objects_v2(**params)
+            for entry in listed.get("Contents", []):
+                yield ObjectInfo(entry["Key"], int(entry["Size"]), entry["LastModified"])
+            if not listed.get("IsTruncated"):
+                return
+            params["ContinuationToken"] = listed["NextContinuationToken"]
+
+    async def list_uploads(self, prefix: str) -> AsyncGenerator[UploadInfo, None]:
+        params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
+        while True:
+            with translate_errors("ListMultipartUploads"):
+                listed = await self._s3.list_multipart_uploads(**params)
+            for entry in listed.get("Uploads", []):
+                yield UploadInfo(entry["Key"], entry["UploadId"], entry["Initiated"])
+            if not listed.get("IsTruncated"):
+                return
+            params["KeyMarker"] = listed["NextKeyMarker"]
+            params["UploadIdMarker"] = listed["NextUploadIdMarker"]
