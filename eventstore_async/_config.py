@@ -84,9 +84,10 @@ class StoreConfig:
     #: A change set whose encoded events are larger goes to S3 (when ``bucket_name`` is
     #: set). See the README ("Oversized change sets") for why 64 KiB.
     offload_threshold_bytes: int = 64 * 1024
-    #: Multipart part size (S3: 5 MiB to 5 GiB); memory per upload is about
-    #: ``(upload_concurrency + 1) * part_size_bytes``.
-    part_size_bytes: int = 8 * 1024 * 1024
+    #: Multipart part size (S3: 5 MiB to 5 GiB). An upload holds about
+    #: ``2 * (upload_concurrency + 1) * part_size_bytes`` (each part in flight is
+    #: copied once by the HTTP stack): 50 MiB with the defaults.
+    part_size_bytes: int = 5 * 1024 * 1024
     upload_concurrency: int = 4
     #: Offloaded payloads fetched at once when a history holds several.
     fetch_concurrency: int = 8

@@ -73,7 +73,8 @@ async def _parts(
     async for chunk in chunks:
         buffer.extend(chunk)
         while len(buffer) >= part_size:
-            part = bytes(buffer[:part_size])
+            with memoryview(buffer) as view:
+                part = bytes(view[:part_size])  # one copy: the part leaves the buffer
             del buffer[:part_size]
             await digest.update(part)
             yield part
