@@ -1,18 +1,23 @@
 """Append: send the plan, retry what may be retried, settle what is unknown.
 
+One code path serves ``append`` and ``append_many``: a list of requests committed in
+one ``TransactWriteItems``.
+
 - A refused transaction is explained from its cancellation reasons: a retry of an
-  append that already landed returns the stored change set; a lost race raises
-  :class:`ConcurrencyError` (or, for ``ANY``, tries again at the actual version).
+  append that already landed returns the stored change sets; a lost race raises
+  :class:`ConcurrencyError` (``ANY`` appends try again at the version found).
 - ``TransactionConflict`` (another transaction in flight) is retried with bounded
   full-jitter backoff.
 - A request that fails in transport after botocore's retries has an unknown
-  outcome: the change set it would have written is read back; if it is not there
-  :class:`CommitOutcomeUnknownError` tells the caller to retry with the same commit id.
+  outcome: the first change set it would have written is read back (the transaction
+  is atomic, so one tells for all); if it is not there :class:`CommitOutcomeUnknownError`
+  tells the caller to retry with the same commit ids.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -35,7 +40,8 @@ from ._plan import (
     Outcome,
     Refused,
     TypeMismatch,
-    explain,
+    combine,
+    explain_each,
     plan_append,
 )
 from ._records import ChangeSetRecord, CommitRejected
@@ -51,7 +57,7 @@ def full_jitter(attempt: int, base: float, cap: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Committed:
-    """Where the request's commit id is stored. ``earlier`` is the stored change set
+    """Where a request's commit id is stored. ``earlier`` is the stored change set
     when an earlier attempt with this commit id had landed (this one wrote nothing)."""
 
     version: int
@@ -65,79 +71,118 @@ class Appender:
         self._retries = config.conflict_retries
         self._backoff = (config.backoff_base, config.backoff_max)
 
-    async def append(self, request: AppendRequest, expected: int | AnyVersion) -> Committed:
-        flexible = isinstance(expected, AnyVersion)
-        version = await self._current_version(request) if flexible else expected
-        assert isinstance(version, int)
+    async def append(
+        self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
+    ) -> list[Committed]:
+        """Commit every request atomically (one transaction)."""
+        versions = await self._start_versions(requests, expected)
         timestamp_us = now_us()
         for attempt in range(self._retries + 1):
-            plan = plan_append(request, version, timestamp_us)
+            plans = [
+                plan_append(r, v, timestamp_us) for r, v in zip(requests, versions, strict=True)
+            ]
             try:
-                await self._backend.commit(plan)
-                return Committed(version + 1, timestamp_us, None)
+                await self._backend.commit(combine(plans))
+                return [Committed(version + 1, timestamp_us, None) for version in versions]
             except CommitRejected as rejected:
-                outcome = explain(rejected, plan, request)
+                outcomes = explain_each(rejected, plans, requests)
             except StorageUnavailableError as exc:
-                return await self._settle_unknown(request, version + 1, exc)
-            if isinstance(outcome, Landed):
-                return await self._landed(request, outcome)
-            _raise_if_final(request, outcome, version, last_attempt=attempt == self._retries)
-            if isinstance(outcome, Conflict):  # ANY: try again at the version found
-                version = outcome.actual
+                return await self._settle_unknown(requests, versions, timestamp_us, exc)
+            if any(isinstance(outcome, Landed) for outcome in outcomes):
+                return await self._landed(requests, outcomes)
+            _raise_if_final(requests, outcomes, versions, last_attempt=attempt == self._retries)
+            versions = [
+                o.actual if isinstance(o, Conflict) else v
+                for o, v in zip(outcomes, versions, strict=True)
+            ]
             await anyio.sleep(full_jitter(attempt, *self._backoff))
         raise StorageUnavailableError(
-            f"aggregate {request.aggregate_id!r}: transaction still conflicting after "
+            f"aggregate {requests[0].aggregate_id!r}: transaction still conflicting after "
             f"{self._retries + 1} attempts",
             code="TransactionConflict",
             operation="TransactWriteItems",
         )
 
-    async def _current_version(self, request: AppendRequest) -> int:
-        head = await self._backend.get_head(request.aggregate_id)
-        return head.version if head is not None else 0
+    async def _start_versions(
+        self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
+    ) -> list[int]:
+        """Explicit versions as given; ``ANY`` ones from a consistent read of the head."""
+        versions = [v if isinstance(v, int) else -1 for v in expected]
+        for index, request in enumerate(requests):
+            if versions[index] < 0:
+                head = await self._backend.get_head(request.aggregate_id)
+                versions[index] = head.version if head is not None else 0
+        return versions
 
-    async def _landed(self, request: AppendRequest, landed: Landed) -> Committed:
-        record = landed.record
-        if record is None:
-            record = await self._backend.get_change_set(request.aggregate_id, landed.version)
-        if record is None or record.commit_id != request.commit_id:
-            raise IntegrityError(
-                f"aggregate {request.aggregate_id!r}: commit {request.commit_id!r} is recorded "
-                f"at version {landed.version} but that change set is missing"
+    async def _landed(
+        self, requests: list[AppendRequest], outcomes: list[Outcome | None]
+    ) -> list[Committed]:
+        """An earlier attempt with these commit ids landed: all of it (it was atomic)."""
+        committed = []
+        for request, outcome in zip(requests, outcomes, strict=True):
+            if not isinstance(outcome, Landed):
+                raise IntegrityError(
+                    f"aggregate {request.aggregate_id!r}: part of a batch with the same commit "
+                    "ids is stored and part is not"
+                )
+            record = outcome.record or await self._backend.get_change_set(
+                request.aggregate_id, outcome.version
             )
-        return Committed(record.version, record.timestamp_us, record)
+            if record is None or record.commit_id != request.commit_id:
+                raise IntegrityError(
+                    f"aggregate {request.aggregate_id!r}: commit {request.commit_id!r} is "
+                    f"recorded at version {outcome.version} but that change set is missing"
+                )
+            committed.append(Committed(record.version, record.timestamp_us, record))
+        return committed
 
     async def _settle_unknown(
-        self, request: AppendRequest, version: int, exc: StorageUnavailableError
-    ) -> Committed:
+        self,
+        requests: list[AppendRequest],
+        versions: list[int],
+        timestamp_us: int,
+        exc: StorageUnavailableError,
+    ) -> list[Committed]:
+        first = requests[0]
         try:
-            record = await self._backend.get_change_set(request.aggregate_id, version)
+            record = await self._backend.get_change_set(first.aggregate_id, versions[0] + 1)
         except StorageError:
             record = None
-        if record is not None and record.commit_id == request.commit_id:
-            return Committed(record.version, record.timestamp_us, record)
+        if record is not None and record.commit_id == first.commit_id:
+            return [Committed(version + 1, timestamp_us, None) for version in versions]
+        commit_ids = tuple(request.commit_id for request in requests)
         raise CommitOutcomeUnknownError(
-            f"the append of commit {request.commit_id!r} may or may not have landed ({exc}); "
-            "retry with the same commit_id and expected_version, it lands at most once",
+            f"the append of commit {', '.join(map(repr, commit_ids))} may or may not have "
+            f"landed ({exc}); retry with the same commit ids and expected versions, "
+            "it lands at most once",
             code=exc.code,
             operation=exc.operation,
-            commit_id=request.commit_id,
+            commit_id=first.commit_id,
+            commit_ids=commit_ids,
         ) from exc
 
 
 def _raise_if_final(
-    request: AppendRequest, outcome: Outcome, version: int, *, last_attempt: bool
+    requests: list[AppendRequest],
+    outcomes: list[Outcome | None],
+    versions: list[int],
+    *,
+    last_attempt: bool,
 ) -> None:
     """Raise for outcomes no retry can change; ``ANY`` conflicts are retried until the last."""
-    if isinstance(outcome, Refused):
-        raise StorageError(
-            f"aggregate {request.aggregate_id!r}: transaction cancelled",
-            code=",".join(outcome.codes),
-            operation="TransactWriteItems",
-        )
-    if isinstance(outcome, TypeMismatch):
-        raise AggregateTypeMismatchError(
-            request.aggregate_id, outcome.stored_type, request.aggregate_type or ""
-        )
-    if isinstance(outcome, Conflict) and (not request.guarded or last_attempt):
-        raise ConcurrencyError(request.aggregate_id, version, outcome.actual)
+    conflicts: list[ConcurrencyError] = []
+    for request, outcome, version in zip(requests, outcomes, versions, strict=True):
+        if isinstance(outcome, Refused):
+            raise StorageError(
+                f"aggregate {request.aggregate_id!r}: transaction cancelled",
+                code=",".join(outcome.codes),
+                operation="TransactWriteItems",
+            )
+        if isinstance(outcome, TypeMismatch):
+            raise AggregateTypeMismatchError(
+                request.aggregate_id, outcome.stored_type, request.aggregate_type or ""
+            )
+        if isinstance(outcome, Conflict) and (not request.guarded or last_attempt):
+            conflicts.append(ConcurrencyError(request.aggregate_id, version, outcome.actual))
+    if conflicts:
+        raise ConcurrencyError.of(conflicts)

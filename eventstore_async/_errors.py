@@ -61,13 +61,39 @@ class ConcurrencyError(EventStoreError):
     """The aggregate's version was not the expected one; nothing was written.
 
     ``actual`` is the version found in the store (0 when the aggregate does not exist).
+    For ``append_many``, ``conflicts`` holds one error per aggregate that failed (the
+    attributes of this one are the first's); for ``append`` it is ``(self,)``.
     """
 
-    def __init__(self, aggregate_id: str, expected: int, actual: int) -> None:
-        super().__init__(f"aggregate {aggregate_id!r}: expected version {expected}, found {actual}")
+    aggregate_id: str
+    expected: int
+    actual: int
+    conflicts: tuple[ConcurrencyError, ...]
+
+    def __init__(
+        self,
+        aggregate_id: str,
+        expected: int,
+        actual: int,
+        *,
+        others: tuple[ConcurrencyError, ...] = (),
+    ) -> None:
+        message = f"aggregate {aggregate_id!r}: expected version {expected}, found {actual}"
+        message += "".join(
+            f"; aggregate {o.aggregate_id!r}: expected {o.expected}, found {o.actual}"
+            for o in others
+        )
+        super().__init__(message)
         self.aggregate_id = aggregate_id
         self.expected = expected
         self.actual = actual
+        self.conflicts = (self, *others)
+
+    @classmethod
+    def of(cls, conflicts: list[ConcurrencyError]) -> ConcurrencyError:
+        """One error naming every conflict of a batch."""
+        first, *others = conflicts
+        return cls(first.aggregate_id, first.expected, first.actual, others=tuple(others))
 
 
 class AggregateNotFoundError(EventStoreError, LookupError):
@@ -147,6 +173,16 @@ class CommitOutcomeUnknownError(StorageUnavailableError):
     Retry the append with the same ``commit_id``: it lands at most once.
     """
 
-    def __init__(self, message: str, *, code: str, operation: str, commit_id: str) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        operation: str,
+        commit_id: str,
+        commit_ids: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message, code=code, operation=operation)
         self.commit_id = commit_id
+        #: Every commit id of the batch (``(commit_id,)`` for a single append).
+        self.commit_ids = commit_ids or (commit_id,)

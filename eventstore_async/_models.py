@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any, Final, final
 
@@ -12,6 +13,7 @@ __all__ = [
     "AggregateHead",
     "AggregateHistory",
     "AnyVersion",
+    "Append",
     "ChangeSet",
     "RawEvent",
     "SweepReport",
@@ -67,6 +69,17 @@ class ChangeSet(msgspec.Struct, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         if self.event_count < 0:
             msgspec.structs.force_setattr(self, "event_count", len(self.events))
+
+
+class Append(msgspec.Struct, frozen=True, kw_only=True):
+    """One entry of :meth:`EventStore.append_many`: the arguments of one ``append``."""
+
+    aggregate_id: str
+    events: Any
+    expected_version: int | AnyVersion
+    aggregate_type: str | None = None
+    metadata: Mapping[str, Any] | None = None
+    commit_id: str | None = None
 
 
 class AggregateHead(msgspec.Struct, frozen=True, kw_only=True):

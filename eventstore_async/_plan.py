@@ -36,7 +36,9 @@ __all__ = [
     "Outcome",
     "Refused",
     "TypeMismatch",
+    "combine",
     "explain",
+    "explain_each",
     "plan_append",
 ]
 
@@ -102,6 +104,31 @@ def plan_append(request: AppendRequest, expected: int, timestamp_us: int) -> Com
         marker = MarkerRecord(request.aggregate_id, request.commit_id, version)
         writes.append(PutMarker(record=marker))
     return CommitPlan(writes=tuple(writes), token=request_token(request, version))
+
+
+def combine(plans: list[CommitPlan]) -> CommitPlan:
+    """One transaction of several appends (``append_many``): their writes in order."""
+    if len(plans) == 1:
+        return plans[0]
+    seed = "\x00".join(plan.token for plan in plans).encode()
+    token = hashlib.sha256(seed).hexdigest()[:36]
+    return CommitPlan(writes=tuple(w for plan in plans for w in plan.writes), token=token)
+
+
+def explain_each(
+    rejected: CommitRejected, plans: list[CommitPlan], requests: list[AppendRequest]
+) -> list[Outcome | None]:
+    """Per append of a combined plan: its outcome, or None where nothing objected."""
+    outcomes: list[Outcome | None] = []
+    offset = 0
+    for plan, request in zip(plans, requests, strict=True):
+        reasons = rejected.reasons[offset : offset + len(plan.writes)]
+        offset += len(plan.writes)
+        if all(reason is None or reason.code == "None" for reason in reasons):
+            outcomes.append(None)
+        else:
+            outcomes.append(explain(CommitRejected(list(reasons)), plan, request))
+    return outcomes
 
 
 def request_token(request: AppendRequest, version: int) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Mapping
-from contextlib import aclosing
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -17,10 +17,16 @@ import msgspec
 from ._append import Appender, Committed
 from ._backend import Backend
 from ._codec import EventCodec
-from ._config import DYNAMODB_ITEM_LIMIT, MAX_METADATA_BYTES, StoreConfig
+from ._config import (
+    DYNAMODB_ITEM_LIMIT,
+    DYNAMODB_TRANSACTION_LIMIT,
+    MAX_METADATA_BYTES,
+    StoreConfig,
+)
 from ._decode import ChangeSetDecoder, to_head
 from ._dynamodb import DynamoDBBackend
 from ._errors import (
+    AggregateNotFoundError,
     ChangeSetNotFoundError,
     ChangeSetTooLargeError,
     CommitOutcomeUnknownError,
@@ -30,7 +36,15 @@ from ._errors import (
 from ._items import item_size, record_to_item
 from ._load import load_history, read_change_sets
 from ._memory import MemoryBackend
-from ._models import ANY, AggregateHead, AggregateHistory, AnyVersion, ChangeSet, SweepReport
+from ._models import (
+    ANY,
+    AggregateHead,
+    AggregateHistory,
+    AnyVersion,
+    Append,
+    ChangeSet,
+    SweepReport,
+)
 from ._offload import EncodedPayload, Offloader, PayloadReader
 from ._plan import AppendRequest
 from ._sweep import sweep_orphans
@@ -212,17 +226,73 @@ class EventStore:
         header = self._check_append(
             aggregate_id, expected_version, aggregate_type, metadata, commit_id
         )
-        encoded = await self._offloader.encode(header.aggregate_id, events)
-        request = header.request(encoded)
-        _check_item_size(request)
+        (change_set,) = await self._commit([header], [events])
+        return change_set
+
+    async def append_many(self, appends: Sequence[Append]) -> list[ChangeSet]:
+        """Append change sets to several aggregates atomically, in one transaction.
+
+        Either every change set is stored or none is. Each :class:`Append` is checked
+        as by :meth:`append`; an aggregate may appear once. A batch holds at most 100
+        DynamoDB actions (two per append, three with ``ANY``) and 4 MB of items.
+
+        Returns:
+            The stored change sets, in the order given.
+
+        Raises:
+            InvalidInputError: a bad entry (``argument`` is ``appends[i].<name>``), an
+                empty batch, an aggregate named twice, or over 100 actions.
+            ChangeSetTooLargeError: the transaction's items are over 4 MB.
+            ConcurrencyError: some aggregates were not at their expected versions;
+                ``conflicts`` names each one with its actual version.
+            Others: as :meth:`append`.
+        """
+        self._require_open()
+        headers = self._check_batch(appends)
+        return await self._commit(headers, [append.events for append in appends])
+
+    async def _commit(self, headers: list[_AppendHeader], events: list[Any]) -> list[ChangeSet]:
+        encoded: list[EncodedPayload] = []
         try:
-            committed = await self._appender.append(request, header.expected)
+            for index, (header, entry_events) in enumerate(zip(headers, events, strict=True)):
+                with _naming(f"appends[{index}]." if len(headers) > 1 else ""):
+                    encoded.append(await self._offloader.encode(header.aggregate_id, entry_events))
+            requests = [h.request(e) for h, e in zip(headers, encoded, strict=True)]
+            _check_sizes(requests)
+            committed = await self._appender.append(requests, [h.expected for h in headers])
         except Exception as exc:
-            if encoded.pointer is not None and not isinstance(exc, CommitOutcomeUnknownError):
-                with anyio.CancelScope(shield=True):  # nothing references the object
-                    await self._offloader.discard(encoded.pointer.key)
+            if not isinstance(exc, CommitOutcomeUnknownError):  # nothing references them
+                with anyio.CancelScope(shield=True):
+                    for payload in encoded:
+                        if payload.pointer is not None:
+                            await self._offloader.discard(payload.pointer.key)
             raise
-        return await self._result(request, committed)
+        return [
+            await self._result(request, done)
+            for request, done in zip(requests, committed, strict=True)
+        ]
+
+    def _check_batch(self, appends: Any) -> list[_AppendHeader]:
+        if not isinstance(appends, Sequence) or isinstance(appends, str | bytes):
+            raise InvalidInputError("appends", "must be a list or tuple of Append")
+        if not appends:
+            raise InvalidInputError("appends", "must hold at least one Append")
+        headers: list[_AppendHeader] = []
+        for index, append in enumerate(appends):
+            if not isinstance(append, Append):
+                raise InvalidInputError(f"appends[{index}]", "must be an Append")
+            with _naming(f"appends[{index}]."):
+                headers.append(
+                    self._check_append(
+                        append.aggregate_id,
+                        append.expected_version,
+                        append.aggregate_type,
+                        append.metadata,
+                        append.commit_id,
+                    )
+                )
+        _check_batch_shape(headers)
+        return headers
 
     def _check_append(
         self,
@@ -232,6 +302,10 @@ class EventStore:
         metadata: Any,
         commit_id: Any,
     ) -> _AppendHeader:
+        aggregate_id = check_aggregate_id(aggregate_id)
+        expected = check_expected_version(expected_version)
+        aggregate_type = check_aggregate_type(aggregate_type)
+        commit_id = check_commit_id(commit_id) or uuid.uuid4().hex
         checked_metadata = check_metadata(metadata)
         metadata_bytes = None
         if checked_metadata:
@@ -240,12 +314,11 @@ class EventStore:
                 raise InvalidInputError(
                     "metadata", f"encodes to {len(metadata_bytes)} bytes, over {MAX_METADATA_BYTES}"
                 )
-        expected = check_expected_version(expected_version)
         return _AppendHeader(
-            aggregate_id=check_aggregate_id(aggregate_id),
+            aggregate_id=aggregate_id,
             expected=expected,
-            aggregate_type=check_aggregate_type(aggregate_type),
-            commit_id=check_commit_id(commit_id) or uuid.uuid4().hex,
+            aggregate_type=aggregate_type,
+            commit_id=commit_id,
             metadata=dict(checked_metadata or {}),
             metadata_bytes=metadata_bytes,
         )
@@ -349,6 +422,43 @@ class EventStore:
             async for event in events:
                 yield event
 
+    async def load_many(
+        self, aggregate_ids: Iterable[str], *, concurrency: int = 16
+    ) -> dict[str, AggregateHistory | None]:
+        """Load several aggregates concurrently, at most ``concurrency`` at a time.
+
+        Returns:
+            Every id given, mapped to its history, or ``None`` when it does not exist.
+
+        Raises:
+            InvalidInputError: a bad id or concurrency.
+            Others: as :meth:`load`.
+        """
+        self._require_open()
+        ids = list(dict.fromkeys(check_aggregate_id(i, "aggregate_ids") for i in aggregate_ids))
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise InvalidInputError("concurrency", "must be a positive int")
+        results: dict[str, AggregateHistory | None] = dict.fromkeys(ids)
+        failures: list[Exception] = []
+        limiter = anyio.CapacityLimiter(concurrency)
+
+        async def load_one(aggregate_id: str, scope: anyio.CancelScope) -> None:
+            async with limiter:
+                try:
+                    results[aggregate_id] = await self.load(aggregate_id)
+                except AggregateNotFoundError:
+                    results[aggregate_id] = None
+                except Exception as exc:  # the first failure stops the rest, raised as is
+                    failures.append(exc)
+                    scope.cancel()
+
+        async with anyio.create_task_group() as group:
+            for aggregate_id in ids:
+                group.start_soon(load_one, aggregate_id, group.cancel_scope)
+        if failures:
+            raise failures[0]
+        return results
+
     async def head(self, aggregate_id: str) -> AggregateHead | None:
         """The aggregate's head, or ``None`` when it does not exist (consistent read)."""
         self._require_open()
@@ -382,7 +492,49 @@ class _AppendHeader:
         )
 
 
-def _check_item_size(request: AppendRequest) -> None:
-    size = item_size(record_to_item(request.record(version=2**53, timestamp_us=2**62)))
-    if size > DYNAMODB_ITEM_LIMIT:
-        raise ChangeSetTooLargeError("the change set item", size, DYNAMODB_ITEM_LIMIT)
+#: DynamoDB's limit on actions in one TransactWriteItems.
+MAX_TRANSACTION_ACTIONS = 100
+
+
+def _check_batch_shape(headers: list[_AppendHeader]) -> None:
+    seen: dict[str, int] = {}
+    for index, header in enumerate(headers):
+        if header.aggregate_id in seen:
+            raise InvalidInputError(
+                f"appends[{index}].aggregate_id",
+                f"{header.aggregate_id!r} is also appends[{seen[header.aggregate_id]}]: "
+                "one transaction can change an aggregate once",
+            )
+        seen[header.aggregate_id] = index
+    actions = sum(3 if header.expected is ANY else 2 for header in headers)
+    if actions > MAX_TRANSACTION_ACTIONS:
+        raise InvalidInputError(
+            "appends", f"needs {actions} DynamoDB actions, over the limit of 100"
+        )
+
+
+def _check_sizes(requests: list[AppendRequest]) -> None:
+    """Each item under 400 KB and the transaction under 4 MB, checked before sending."""
+    total = 0
+    for request in requests:
+        size = item_size(record_to_item(request.record(version=2**53, timestamp_us=2**62)))
+        if size > DYNAMODB_ITEM_LIMIT:
+            raise ChangeSetTooLargeError("the change set item", size, DYNAMODB_ITEM_LIMIT)
+        total += size + _HEAD_AND_MARKER_BYTES
+    if total > DYNAMODB_TRANSACTION_LIMIT:
+        raise ChangeSetTooLargeError("the transaction", total, DYNAMODB_TRANSACTION_LIMIT)
+
+
+# A head update and a commit marker: keys, a 512-byte id, commit id, numbers.
+_HEAD_AND_MARKER_BYTES = 2048
+
+
+@contextmanager
+def _naming(prefix: str) -> Iterator[None]:
+    """Name a batch entry in the argument of an InvalidInputError (``appends[3].events``)."""
+    try:
+        yield
+    except InvalidInputError as exc:
+        if not prefix:
+            raise
+        raise InvalidInputError(prefix + exc.argument, exc.problem) from None
