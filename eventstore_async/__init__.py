@@ -34,6 +34,7 @@ from ._models import (
     Append,
     ChangeSet,
     RawEvent,
+    Snapshot,
     SweepReport,
 )
 from ._store import EventStore
@@ -60,6 +61,7 @@ __all__ = [
     "InvalidInputError",
     "RawEvent",
     "SchemaMissingError",
+    "Snapshot",
     "StorageError",
     "StorageUnavailableError",
     "StoreClosedError",

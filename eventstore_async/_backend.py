@@ -7,11 +7,11 @@ from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from ._objects import ObjectStore
-from ._records import ChangeSetRecord, CommitPlan, HeadRecord
+from ._records import ChangeSetRecord, CommitPlan, HeadRecord, Record, SnapshotRecord, SortKey
 
 __all__ = ["Backend", "Page"]
 
-Page = list[HeadRecord | ChangeSetRecord]
+Page = list[HeadRecord | ChangeSetRecord | SnapshotRecord]
 
 
 class Backend(Protocol):
@@ -39,6 +39,9 @@ class Backend(Protocol):
             StorageError: the request failed.
         """
 
+    async def get(self, partition: str, sort_key: SortKey) -> Record | None:
+        """Consistent read of one item."""
+
     async def get_head(self, aggregate_id: str) -> HeadRecord | None:
         """Consistent read of an aggregate's head."""
 
@@ -48,6 +51,14 @@ class Backend(Protocol):
     async def referenced_objects(self, aggregate_id: str) -> set[str]:
         """Object keys the aggregate's change sets point to."""
 
-    def query(self, aggregate_id: str, low: int, high: int | None) -> AsyncGenerator[Page, None]:
-        """Consistent pages of the items with ``low <= sk <= high`` (``high=None``: no end)."""
+    def query(
+        self,
+        aggregate_id: str,
+        low: SortKey,
+        high: SortKey | None,
+        *,
+        with_snapshots: bool = False,
+    ) -> AsyncGenerator[Page, None]:
+        """Consistent pages of the head and change sets with ``low <= sk <= high``
+        (``high=None``: no end), and snapshots too when asked."""
         ...

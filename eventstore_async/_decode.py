@@ -7,9 +7,9 @@ from collections.abc import Sequence
 import anyio
 
 from ._codec import EventCodec
-from ._models import AggregateHead, ChangeSet
+from ._models import AggregateHead, ChangeSet, Snapshot
 from ._offload import PayloadReader
-from ._records import ChangeSetRecord, HeadRecord
+from ._records import ChangeSetRecord, HeadRecord, SnapshotRecord
 from ._timeutil import from_us
 
 __all__ = ["ChangeSetDecoder", "to_head"]
@@ -34,6 +34,20 @@ class ChangeSetDecoder:
         self._codec = codec
         self._reader = reader
         self._limiter = anyio.CapacityLimiter(fetch_concurrency)
+
+    async def snapshot(self, record: SnapshotRecord) -> Snapshot:
+        payload = record.payload
+        if record.pointer is not None:
+            async with self._limiter:
+                payload = await self._reader.fetch(record.pointer)
+        (state,) = self._codec.decode_events(payload or b"")
+        return Snapshot(
+            aggregate_id=record.aggregate_id,
+            version=record.version,
+            schema=record.schema,
+            state=state,
+            timestamp=from_us(record.timestamp_us),
+        )
 
     async def change_set(self, record: ChangeSetRecord) -> ChangeSet:
         if record.pointer is None:

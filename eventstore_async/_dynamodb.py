@@ -20,7 +20,10 @@ from ._records import (
     CommitPlan,
     CommitRejected,
     HeadRecord,
+    Record,
     Rejection,
+    SnapshotRecord,
+    SortKey,
 )
 from ._session import AwsClients, open_clients
 
@@ -181,6 +184,9 @@ class DynamoDBBackend:
 
     # -- reads --------------------------------------------------------------------------
 
+    async def get(self, partition: str, sort_key: SortKey) -> Record | None:
+        return await self._get_item(key(partition, sort_key))  # type: ignore[no-any-return]
+
     async def get_head(self, aggregate_id: str) -> HeadRecord | None:
         record = await self._get_item(head_key(aggregate_id))
         return record if isinstance(record, HeadRecord) else None
@@ -216,20 +222,27 @@ class DynamoDBBackend:
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     async def query(
-        self, aggregate_id: str, low: int, high: int | None
+        self,
+        aggregate_id: str,
+        low: SortKey,
+        high: SortKey | None,
+        *,
+        with_snapshots: bool = False,
     ) -> AsyncGenerator[Page, None]:
-        params = self._query_params(aggregate_id, low, high)
+        params = self._query_params(aggregate_id, low, high, with_snapshots)
         while True:
             with translate_errors("Query"):
                 response = await self._dynamodb.query(**params)
             records = (record_from_item(item) for item in response.get("Items", []))
-            yield [r for r in records if isinstance(r, HeadRecord | ChangeSetRecord)]
+            yield [r for r in records if isinstance(r, _PAGE_RECORDS)]
             last_key = response.get("LastEvaluatedKey")
             if not last_key:
                 return
             params["ExclusiveStartKey"] = last_key
 
-    def _query_params(self, aggregate_id: str, low: int, high: int | None) -> dict[str, Any]:
+    def _query_params(
+        self, aggregate_id: str, low: SortKey, high: SortKey | None, with_snapshots: bool
+    ) -> dict[str, Any]:
         values: dict[str, Any] = {":pk": {"S": aggregate_id}, ":low": {"N": str(low)}}
         condition = "pk = :pk AND sk >= :low"
         if high is not None:
@@ -241,9 +254,14 @@ class DynamoDBBackend:
             "ExpressionAttributeValues": values,
             "ConsistentRead": True,
         }
+        if not with_snapshots:  # snapshots sit between change sets; histories skip them
+            params["FilterExpression"] = "attribute_not_exists(snap_schema)"
         if self._config.page_size is not None:
             params["Limit"] = self._config.page_size
         return params
+
+
+_PAGE_RECORDS = (HeadRecord, ChangeSetRecord, SnapshotRecord)
 
 
 def _rejection(exc: ClientError) -> CommitRejected:

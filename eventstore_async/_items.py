@@ -7,7 +7,12 @@ Pure functions, no I/O. The table layout (README "Schema")::
                                      created_us, updated_us
     aggregate id   1..n        change set: commit_id, ts_us, event_count, metadata (B), and
                                payload (B) or s3_key, s3_size, s3_sha256 (, s3_codec)
+    aggregate id   v.xxxxxxxxxx snapshot at version v (fraction from the schema): version,
+                               snap_schema, ts_us, and payload (B) or the s3_* pointer
     aggregate id   < 0         commit marker of an ANY-version append: commit_id, version
+
+The head also lists retained snapshot versions per schema (``snap:<schema>``, a list of
+numbers) and ``snap_seq``, bumped by every snapshot save.
 """
 
 from __future__ import annotations
@@ -18,15 +23,21 @@ from ._errors import IntegrityError
 from ._records import (
     ChangeSetRecord,
     CommitPlan,
+    DeleteSnapshot,
     HeadRecord,
     HeadWrite,
     MarkerRecord,
     ObjectPointer,
     PutChangeSet,
     PutMarker,
+    PutSnapshot,
     Record,
+    SnapshotIndexWrite,
+    SnapshotRecord,
+    SortKey,
     Write,
     marker_sort_key,
+    snapshot_sort_key,
 )
 
 __all__ = [
@@ -35,6 +46,7 @@ __all__ = [
     "key",
     "record_from_item",
     "record_to_item",
+    "snapshot_key",
     "transact_items",
 ]
 
@@ -43,12 +55,19 @@ Item = dict[str, dict[str, Any]]
 _NEW_ITEM = "attribute_not_exists(pk)"
 
 
-def key(aggregate_id: str, sort_key: int) -> Item:
+_SNAPSHOT_LIST = "snap:"
+
+
+def key(aggregate_id: str, sort_key: SortKey) -> Item:
     return {"pk": {"S": aggregate_id}, "sk": {"N": str(sort_key)}}
 
 
 def head_key(aggregate_id: str) -> Item:
     return key(aggregate_id, 0)
+
+
+def snapshot_key(aggregate_id: str, version: int, schema: str) -> Item:
+    return key(aggregate_id, snapshot_sort_key(version, schema))
 
 
 # -- records -> items -------------------------------------------------------------------
@@ -59,6 +78,8 @@ def record_to_item(record: Record) -> Item:
         return _head_item(record)
     if isinstance(record, ChangeSetRecord):
         return _change_set_item(record)
+    if isinstance(record, SnapshotRecord):
+        return _snapshot_item(record)
     return _marker_item(record)
 
 
@@ -85,6 +106,18 @@ def _change_set_item(record: ChangeSetRecord) -> Item:
         item["payload"] = {"B": record.payload}
     if record.metadata:
         item["metadata"] = {"B": record.metadata}
+    return item
+
+
+def _snapshot_item(record: SnapshotRecord) -> Item:
+    item = key(record.aggregate_id, snapshot_sort_key(record.version, record.schema))
+    item["version"] = {"N": str(record.version)}
+    item["snap_schema"] = {"S": record.schema}
+    item["ts_us"] = {"N": str(record.timestamp_us)}
+    if record.pointer is not None:
+        item.update(_pointer_attributes(record.pointer))
+    else:
+        item["payload"] = {"B": record.payload}
     return item
 
 
@@ -116,7 +149,10 @@ def record_from_item(item: Item) -> Record:
         IntegrityError: the item lacks an attribute its kind must have.
     """
     try:
-        sort_key = int(item["sk"]["N"])
+        raw_key = item["sk"]["N"]
+        if "." in raw_key:
+            return _snapshot_from(item)
+        sort_key = int(raw_key)
         if sort_key == 0:
             return _head_from(item)
         if sort_key > 0:
@@ -132,6 +168,7 @@ def record_from_item(item: Item) -> Record:
 
 def _head_from(item: Item) -> HeadRecord:
     agg_type = item.get("agg_type")
+    seq = item.get("snap_seq")
     return HeadRecord(
         aggregate_id=item["pk"]["S"],
         aggregate_type=agg_type["S"] if agg_type else None,
@@ -140,6 +177,24 @@ def _head_from(item: Item) -> HeadRecord:
         event_count=int(item["event_count"]["N"]),
         created_us=int(item["created_us"]["N"]),
         updated_us=int(item["updated_us"]["N"]),
+        snapshots={
+            name[len(_SNAPSHOT_LIST) :]: tuple(int(v["N"]) for v in value["L"])
+            for name, value in item.items()
+            if name.startswith(_SNAPSHOT_LIST)
+        },
+        snapshot_seq=int(seq["N"]) if seq else 0,
+    )
+
+
+def _snapshot_from(item: Item) -> SnapshotRecord:
+    pointer = _pointer_from(item) if "s3_key" in item else None
+    return SnapshotRecord(
+        aggregate_id=item["pk"]["S"],
+        version=int(item["version"]["N"]),
+        schema=item["snap_schema"]["S"],
+        timestamp_us=int(item["ts_us"]["N"]),
+        payload=None if pointer else bytes(item["payload"]["B"]),
+        pointer=pointer,
     )
 
 
@@ -193,7 +248,42 @@ def _action(write: Write, table: str) -> dict[str, Any]:
         return _put_new(_change_set_item(write.record), table)
     if isinstance(write, PutMarker):
         return _put_new(_marker_item(write.record), table)
+    if isinstance(write, PutSnapshot):
+        return {"Put": {"TableName": table, "Item": _snapshot_item(write.record)}}
+    if isinstance(write, DeleteSnapshot):
+        sort_key = snapshot_sort_key(write.version, write.schema)
+        return {"Delete": {"TableName": table, "Key": key(write.aggregate_id, sort_key)}}
+    if isinstance(write, SnapshotIndexWrite):
+        return _update_snapshot_index(write, table)
     raise TypeError(f"unknown write {write!r}")
+
+
+def _update_snapshot_index(write: SnapshotIndexWrite, table: str) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        ":list": {"L": [{"N": str(v)} for v in write.versions]},
+        ":next": {"N": str(write.expected_seq + 1)},
+        ":min": {"N": str(write.min_version)},
+    }
+    if write.expected_seq == 0:
+        unchanged = "attribute_not_exists(#q)"
+    else:
+        unchanged = "#q = :seq"
+        values[":seq"] = {"N": str(write.expected_seq)}
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": head_key(write.aggregate_id),
+            "UpdateExpression": "SET #s = :list, #q = :next",
+            "ConditionExpression": f"#v >= :min AND {unchanged}",
+            "ExpressionAttributeNames": {
+                "#s": _SNAPSHOT_LIST + write.schema,
+                "#q": "snap_seq",
+                "#v": "version",
+            },
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
 
 
 def _put_new(item: Item, table: str) -> dict[str, Any]:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from decimal import Decimal
 
 from ._backend import Backend
 from ._decode import ChangeSetDecoder, to_head
 from ._errors import AggregateNotFoundError, IntegrityError
 from ._models import AggregateHistory, ChangeSet
-from ._records import ChangeSetRecord, HeadRecord
+from ._records import ChangeSetRecord, HeadRecord, SnapshotRecord, snapshot_sort_key
 
-__all__ = ["load_history", "read_change_sets"]
+__all__ = ["load_from_snapshot", "load_history", "read_change_sets"]
 
 
 async def load_history(
@@ -38,6 +39,54 @@ async def load_history(
     return AggregateHistory(head=to_head(head), change_sets=tuple(change_sets))
 
 
+async def load_from_snapshot(
+    backend: Backend, decoder: ChangeSetDecoder, aggregate_id: str, schema: str, high: int | None
+) -> AggregateHistory:
+    """The newest snapshot of ``schema`` (at or before ``high``) and the change sets
+    after it: a GetItem of the head, then one Query from the snapshot on."""
+    head = await backend.get_head(aggregate_id)
+    if head is None:
+        raise AggregateNotFoundError(aggregate_id)
+    last = head.version if high is None else min(high, head.version)
+    usable = [version for version in head.snapshots.get(schema, ()) if version <= last]
+    snapshot: SnapshotRecord | None = None
+    if usable:
+        snapshot, records = await _query_from_snapshot(
+            backend, aggregate_id, max(usable), schema, last
+        )
+    if snapshot is None:  # none yet, or evicted between the two reads: replay everything
+        records = await _collect(backend, aggregate_id, 1, last)
+    low = snapshot.version + 1 if snapshot else 1
+    _check_contiguous(aggregate_id, records, low, last)
+    change_sets = await decoder.change_sets(records)
+    return AggregateHistory(
+        head=to_head(head),
+        change_sets=tuple(change_sets),
+        snapshot=await decoder.snapshot(snapshot) if snapshot else None,
+    )
+
+
+async def _query_from_snapshot(
+    backend: Backend, aggregate_id: str, version: int, schema: str, last: int
+) -> tuple[SnapshotRecord | None, list[ChangeSetRecord]]:
+    start = snapshot_sort_key(version, schema)
+    end = Decimal(last) + _BEFORE_NEXT_VERSION
+    snapshot: SnapshotRecord | None = None
+    records: list[ChangeSetRecord] = []
+    async with aclosing(backend.query(aggregate_id, start, end, with_snapshots=True)) as pages:
+        async for page in pages:
+            for record in page:
+                if isinstance(record, ChangeSetRecord) and record.version <= last:
+                    records.append(record)
+                elif isinstance(record, SnapshotRecord) and record.schema == schema:
+                    snapshot = snapshot or (record if record.version == version else None)
+    return snapshot, records
+
+
+# Snapshot sort keys of version v lie in (v, v + 1): this reaches all of them, not v + 1.
+_BEFORE_NEXT_VERSION = Decimal("0.9999999999")
+
+
 async def _query_with_head(
     backend: Backend, aggregate_id: str, high: int | None
 ) -> tuple[HeadRecord, list[ChangeSetRecord]]:
@@ -48,7 +97,7 @@ async def _query_with_head(
             for record in page:
                 if isinstance(record, HeadRecord):
                     head = record
-                else:
+                elif isinstance(record, ChangeSetRecord):
                     records.append(record)
     if head is None:
         raise AggregateNotFoundError(aggregate_id)

@@ -13,6 +13,7 @@ import hashlib
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import anyio.lowlevel
 
@@ -23,14 +24,20 @@ from ._records import (
     ChangeSetRecord,
     CommitPlan,
     CommitRejected,
+    DeleteSnapshot,
     HeadRecord,
     HeadWrite,
     PutChangeSet,
     PutMarker,
+    PutSnapshot,
     Record,
     Rejection,
+    SnapshotIndexWrite,
+    SnapshotRecord,
+    SortKey,
     Write,
     marker_sort_key,
+    snapshot_sort_key,
 )
 
 __all__ = ["MemoryBackend"]
@@ -40,7 +47,7 @@ _DEFAULT_PAGE = 1000
 
 class MemoryBackend:
     def __init__(self, *, page_size: int | None = None, with_objects: bool = True) -> None:
-        self._partitions: dict[str, dict[int, Record]] | None = {}
+        self._partitions: dict[str, dict[SortKey, Record]] | None = {}
         self._page_size = page_size or _DEFAULT_PAGE
         self._objects = MemoryObjects() if with_objects else None
 
@@ -64,7 +71,7 @@ class MemoryBackend:
         self._partitions = None
 
     @property
-    def _table(self) -> dict[str, dict[int, Record]]:
+    def _table(self) -> dict[str, dict[SortKey, Record]]:
         if self._partitions is None:
             raise SchemaMissingError(
                 "the in-memory table was dropped", code="ResourceNotFoundException", operation=""
@@ -76,41 +83,33 @@ class MemoryBackend:
     async def commit(self, plan: CommitPlan) -> None:
         await anyio.lowlevel.checkpoint()
         table = self._table
-        reasons = [self._objection(table, write) for write in plan.writes]
+        olds = [table.get(pk, {}).get(sk) for pk, sk in map(_address, plan.writes)]
+        reasons = [
+            Rejection(code="ConditionalCheckFailed", old=old) if _refuses(old, write) else None
+            for old, write in zip(olds, plan.writes, strict=True)
+        ]
         if any(reason is not None for reason in reasons):
             raise CommitRejected(reasons)
-        for write in plan.writes:
-            self._apply(table, write)
-
-    def _objection(self, table: dict[str, dict[int, Record]], write: Write) -> Rejection | None:
-        sort_key = _sort_key(write)
-        aggregate_id = _aggregate_id(write)
-        old = table.get(aggregate_id, {}).get(sort_key)
-        if isinstance(write, HeadWrite) and write.expected_version != 0:
-            if _head_matches(old, write):
-                return None
-        elif old is None:
-            return None
-        return Rejection(code="ConditionalCheckFailed", old=old)
-
-    def _apply(self, table: dict[str, dict[int, Record]], write: Write) -> None:
-        partition = table.setdefault(_aggregate_id(write), {})
-        sort_key = _sort_key(write)
-        if isinstance(write, HeadWrite):
-            partition[0] = _moved_head(partition.get(0), write)
-        else:
-            partition[sort_key] = write.record
+        for old, write in zip(olds, plan.writes, strict=True):
+            pk, sk = _address(write)
+            new = _applied(old, write)
+            if new is None:
+                table.get(pk, {}).pop(sk, None)
+            else:
+                table.setdefault(pk, {})[sk] = new
 
     # -- reads --------------------------------------------------------------------------
 
-    async def get_head(self, aggregate_id: str) -> HeadRecord | None:
+    async def get(self, partition: str, sort_key: SortKey) -> Record | None:
         await anyio.lowlevel.checkpoint()
-        record = self._table.get(aggregate_id, {}).get(0)
+        return self._table.get(partition, {}).get(sort_key)
+
+    async def get_head(self, aggregate_id: str) -> HeadRecord | None:
+        record = await self.get(aggregate_id, 0)
         return record if isinstance(record, HeadRecord) else None
 
     async def get_change_set(self, aggregate_id: str, version: int) -> ChangeSetRecord | None:
-        await anyio.lowlevel.checkpoint()
-        record = self._table.get(aggregate_id, {}).get(version)
+        record = await self.get(aggregate_id, version)
         return record if isinstance(record, ChangeSetRecord) else None
 
     async def referenced_objects(self, aggregate_id: str) -> set[str]:
@@ -118,38 +117,82 @@ class MemoryBackend:
         return {
             record.pointer.key
             for record in self._table.get(aggregate_id, {}).values()
-            if isinstance(record, ChangeSetRecord) and record.pointer is not None
+            if isinstance(record, ChangeSetRecord | SnapshotRecord) and record.pointer is not None
         }
 
     async def query(
-        self, aggregate_id: str, low: int, high: int | None
+        self,
+        aggregate_id: str,
+        low: SortKey,
+        high: SortKey | None,
+        *,
+        with_snapshots: bool = False,
     ) -> AsyncGenerator[Page, None]:
-        start = max(low, 0)
+        start: SortKey = max(low, 0)
         while True:
             await anyio.lowlevel.checkpoint()
             partition = self._table.get(aggregate_id, {})
             keys = sorted(k for k in partition if k >= start and (high is None or k <= high))
             page_keys = keys[: self._page_size]
-            page: Page = [partition[k] for k in page_keys]  # type: ignore[misc]
-            yield page
+            records = [partition[k] for k in page_keys]
+            yield [
+                r
+                for r in records
+                if isinstance(r, HeadRecord | ChangeSetRecord)
+                or (with_snapshots and isinstance(r, SnapshotRecord))
+            ]
             if len(keys) <= self._page_size:
                 return
-            start = page_keys[-1] + 1
+            start = _after(page_keys[-1])
 
 
-def _aggregate_id(write: Write) -> str:
+def _after(sort_key: SortKey) -> SortKey:
+    return sort_key + Decimal("1e-10") if isinstance(sort_key, Decimal) else sort_key + 1
+
+
+def _address(write: Write) -> tuple[str, SortKey]:
+    """The item a write touches: (partition key, sort key)."""
     if isinstance(write, HeadWrite):
-        return write.head.aggregate_id
-    return write.record.aggregate_id
-
-
-def _sort_key(write: Write) -> int:
-    if isinstance(write, HeadWrite):
-        return 0
+        return write.head.aggregate_id, 0
+    if isinstance(write, SnapshotIndexWrite):
+        return write.aggregate_id, 0
     if isinstance(write, PutChangeSet):
-        return write.record.version
-    assert isinstance(write, PutMarker)
-    return marker_sort_key(write.record.commit_id)
+        return write.record.aggregate_id, write.record.version
+    if isinstance(write, PutMarker):
+        return write.record.aggregate_id, marker_sort_key(write.record.commit_id)
+    if isinstance(write, PutSnapshot):
+        record = write.record
+        return record.aggregate_id, snapshot_sort_key(record.version, record.schema)
+    assert isinstance(write, DeleteSnapshot)
+    return write.aggregate_id, snapshot_sort_key(write.version, write.schema)
+
+
+def _refuses(old: Record | None, write: Write) -> bool:
+    """The condition DynamoDB would check for this write (see ``_items``), failed."""
+    if isinstance(write, HeadWrite):
+        return old is not None if write.expected_version == 0 else not _head_matches(old, write)
+    if isinstance(write, PutChangeSet | PutMarker):
+        return old is not None
+    if isinstance(write, SnapshotIndexWrite):
+        return not (
+            isinstance(old, HeadRecord)
+            and old.version >= write.min_version
+            and old.snapshot_seq == write.expected_seq
+        )
+    return False  # snapshots are put and deleted unconditionally
+
+
+def _applied(old: Record | None, write: Write) -> Record | None:
+    """The item after the write (None: deleted)."""
+    if isinstance(write, HeadWrite):
+        return _moved_head(old, write)
+    if isinstance(write, SnapshotIndexWrite):
+        assert isinstance(old, HeadRecord)
+        snapshots = {**old.snapshots, write.schema: write.versions}
+        return dataclasses.replace(old, snapshots=snapshots, snapshot_seq=old.snapshot_seq + 1)
+    if isinstance(write, DeleteSnapshot):
+        return None
+    return write.record
 
 
 def _head_matches(old: Record | None, write: HeadWrite) -> bool:

@@ -16,6 +16,7 @@ __all__ = [
     "Append",
     "ChangeSet",
     "RawEvent",
+    "Snapshot",
     "SweepReport",
 ]
 
@@ -94,11 +95,26 @@ class AggregateHead(msgspec.Struct, frozen=True, kw_only=True):
     updated_at: datetime
 
 
+class Snapshot(msgspec.Struct, frozen=True, kw_only=True):
+    """An aggregate's state at ``version``, made with state schema ``schema``."""
+
+    aggregate_id: str
+    version: int
+    schema: str
+    state: Any
+    timestamp: datetime
+
+
 class AggregateHistory(msgspec.Struct, frozen=True, kw_only=True):
-    """An aggregate's head and its change sets in version order (possibly a range)."""
+    """An aggregate's head and its change sets in version order (possibly a range).
+
+    When loaded with a snapshot schema, ``snapshot`` is the newest usable snapshot and
+    ``change_sets`` holds only the change sets after it.
+    """
 
     head: AggregateHead
     change_sets: tuple[ChangeSet, ...]
+    snapshot: Snapshot | None = None
 
     @property
     def aggregate_id(self) -> str:
@@ -111,7 +127,7 @@ class AggregateHistory(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def events(self) -> list[Any]:
-        """Every event of the loaded change sets, in order."""
+        """Every event of the loaded change sets, in order (after the snapshot, if any)."""
         return [event for change_set in self.change_sets for event in change_set.events]
 
 

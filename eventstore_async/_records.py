@@ -7,20 +7,27 @@ epoch; payloads are the codec's bytes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from decimal import Decimal
 
 __all__ = [
     "ChangeSetRecord",
     "CommitPlan",
     "CommitRejected",
+    "DeleteSnapshot",
     "HeadRecord",
     "HeadWrite",
     "MarkerRecord",
     "ObjectPointer",
     "PutChangeSet",
     "PutMarker",
+    "PutSnapshot",
     "Rejection",
+    "SnapshotIndexWrite",
+    "SnapshotRecord",
+    "SortKey",
     "marker_sort_key",
+    "snapshot_sort_key",
 ]
 
 
@@ -33,6 +40,10 @@ class HeadRecord:
     event_count: int
     created_us: int
     updated_us: int
+    #: Versions of the retained snapshots, per state schema (oldest first).
+    snapshots: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    #: Bumped by every snapshot save: the optimistic lock of ``snapshots``.
+    snapshot_seq: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +71,18 @@ class ChangeSetRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class SnapshotRecord:
+    """An aggregate's state at ``version``, made with state schema ``schema``."""
+
+    aggregate_id: str
+    version: int
+    schema: str
+    timestamp_us: int
+    payload: bytes | None
+    pointer: ObjectPointer | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MarkerRecord:
     """Remembers that a commit id landed, for ``ANY``-version appends."""
 
@@ -68,7 +91,20 @@ class MarkerRecord:
     version: int
 
 
-Record = HeadRecord | ChangeSetRecord | MarkerRecord
+Record = HeadRecord | ChangeSetRecord | MarkerRecord | SnapshotRecord
+
+#: Sort keys: 0 the head, 1..n change sets, v.xxxxxxxxxx snapshots (between their
+#: version and the next), negative commit markers.
+SortKey = int | Decimal
+
+
+def snapshot_sort_key(version: int, schema: str) -> Decimal:
+    """A snapshot sits just after the change set it was made at: ``version`` plus a
+    fraction from the schema (ten decimal digits, exact in DynamoDB's 38), so a Query
+    from it returns the snapshot and then the change sets after it."""
+    digest = hashlib.sha256(schema.encode()).digest()
+    slot = int.from_bytes(digest[:8], "big") % 9_999_999_999 + 1
+    return Decimal(version) + Decimal(slot).scaleb(-10)
 
 
 def marker_sort_key(commit_id: str) -> int:
@@ -107,7 +143,33 @@ class PutMarker:
     record: MarkerRecord
 
 
-Write = HeadWrite | PutChangeSet | PutMarker
+@dataclass(frozen=True, slots=True)
+class PutSnapshot:
+    """Insert or replace a snapshot."""
+
+    record: SnapshotRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteSnapshot:
+    aggregate_id: str
+    version: int
+    schema: str
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotIndexWrite:
+    """Set the head's list of retained snapshot versions for one schema, if the head
+    is at ``min_version`` or later and nobody saved a snapshot since ``expected_seq``."""
+
+    aggregate_id: str
+    schema: str
+    versions: tuple[int, ...]
+    expected_seq: int
+    min_version: int
+
+
+Write = HeadWrite | PutChangeSet | PutMarker | PutSnapshot | DeleteSnapshot | SnapshotIndexWrite
 
 
 @dataclass(frozen=True, slots=True)

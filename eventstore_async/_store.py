@@ -34,7 +34,7 @@ from ._errors import (
     StoreClosedError,
 )
 from ._items import item_size, record_to_item
-from ._load import load_history, read_change_sets
+from ._load import load_from_snapshot, load_history, read_change_sets
 from ._memory import MemoryBackend
 from ._models import (
     ANY,
@@ -43,11 +43,14 @@ from ._models import (
     AnyVersion,
     Append,
     ChangeSet,
+    Snapshot,
     SweepReport,
 )
 from ._offload import EncodedPayload, Offloader, PayloadReader
 from ._plan import AppendRequest
+from ._snapshots import SnapshotWriter, check_keep, check_schema
 from ._sweep import sweep_orphans
+from ._timeutil import from_us
 from ._validation import (
     check_aggregate_id,
     check_aggregate_type,
@@ -98,6 +101,7 @@ class EventStore:
         self._offloader = Offloader(self._codec, objects, self._config)
         self._reader = PayloadReader(self._codec, objects)
         self._decoder = ChangeSetDecoder(self._codec, self._reader, self._config.fetch_concurrency)
+        self._snapshots = SnapshotWriter(self._backend, self._offloader, self._config)
 
     @classmethod
     def in_memory(cls, *, types: Iterable[type[msgspec.Struct]] = (), **config: Any) -> EventStore:
@@ -361,15 +365,26 @@ class EventStore:
     # -- reads --------------------------------------------------------------------------
 
     async def load(
-        self, aggregate_id: str, *, from_version: int = 1, to_version: int | None = None
+        self,
+        aggregate_id: str,
+        *,
+        from_version: int = 1,
+        to_version: int | None = None,
+        snapshot_schema: str | None = None,
     ) -> AggregateHistory:
         """The aggregate's head and its change sets ``from_version..to_version``.
 
         Reads are strongly consistent and follow every page. The change sets never go
         past the head's version, so ``history.version`` is the version to expect next.
 
+        With ``snapshot_schema``, the newest snapshot made with that schema (at or before
+        ``to_version``) comes back as ``history.snapshot`` and ``change_sets`` holds only
+        the change sets after it: two requests whatever the history's length. Snapshots
+        of other schemas are ignored; with none usable, every change set is loaded.
+
         Raises:
-            InvalidInputError: a bad id or version range.
+            InvalidInputError: a bad id, version range or schema (``from_version`` must
+                stay 1 with a snapshot schema).
             AggregateNotFoundError: the aggregate has no change sets.
             IntegrityError: stored data does not decode or a version is missing.
             StorageError: AWS failed the request.
@@ -377,7 +392,53 @@ class EventStore:
         self._require_open()
         aggregate_id = check_aggregate_id(aggregate_id)
         low, high = check_version_range(from_version, to_version)
-        return await load_history(self._backend, self._decoder, aggregate_id, low, high)
+        if snapshot_schema is None:
+            return await load_history(self._backend, self._decoder, aggregate_id, low, high)
+        schema = check_schema(snapshot_schema)
+        if low != 1:
+            raise InvalidInputError("from_version", "must be 1 when loading from a snapshot")
+        return await load_from_snapshot(self._backend, self._decoder, aggregate_id, schema, high)
+
+    async def save_snapshot(
+        self,
+        aggregate_id: str,
+        version: int,
+        state: Any,
+        *,
+        schema: str = "default",
+        keep: int = 2,
+    ) -> Snapshot | None:
+        """Store the aggregate's state as of ``version``, made with state ``schema``.
+
+        ``state`` is a msgspec Struct or a str-keyed mapping (encoded like an event;
+        large states go to S3). Only the ``keep`` newest snapshots per schema are kept;
+        older ones are deleted in the same transaction. Concurrent saves never lose one.
+        A load that asks for another schema ignores this snapshot, so bump the schema
+        when the state's shape changes.
+
+        Returns:
+            The snapshot, or ``None`` when ``keep`` newer snapshots already exist.
+
+        Raises:
+            InvalidInputError: a bad argument, or ``version`` past the aggregate's.
+            AggregateNotFoundError: the aggregate does not exist.
+            StorageError: AWS failed a request.
+        """
+        self._require_open()
+        aggregate_id = check_aggregate_id(aggregate_id)
+        checked_version, _ = check_version_range(version, None)
+        schema = check_schema(schema)
+        keep = check_keep(keep)
+        record = await self._snapshots.save(aggregate_id, checked_version, state, schema, keep)
+        if record is None:
+            return None
+        return Snapshot(
+            aggregate_id=aggregate_id,
+            version=record.version,
+            schema=schema,
+            state=state,
+            timestamp=from_us(record.timestamp_us),
+        )
 
     def read(
         self, aggregate_id: str, *, from_version: int = 1, to_version: int | None = None
