@@ -21,10 +21,13 @@ from ._errors import (
     EventStoreError,
     IntegrityError,
     InvalidInputError,
+    LeaseLostError,
     SchemaMissingError,
     StorageError,
     StorageUnavailableError,
     StoreClosedError,
+    SubscriptionBusyError,
+    SubscriptionError,
 )
 from ._models import (
     ANY,
@@ -38,6 +41,7 @@ from ._models import (
     SweepReport,
 )
 from ._store import EventStore
+from ._subscription import Subscription
 
 __version__ = "0.1.0"
 
@@ -59,6 +63,7 @@ __all__ = [
     "EventStoreError",
     "IntegrityError",
     "InvalidInputError",
+    "LeaseLostError",
     "RawEvent",
     "SchemaMissingError",
     "Snapshot",
@@ -66,5 +71,8 @@ __all__ = [
     "StorageUnavailableError",
     "StoreClosedError",
     "StoreConfig",
+    "Subscription",
+    "SubscriptionBusyError",
+    "SubscriptionError",
     "SweepReport",
 ]

@@ -32,6 +32,7 @@ from ._errors import (
     StorageError,
     StorageUnavailableError,
 )
+from ._feed import FeedPositions
 from ._models import AnyVersion
 from ._plan import (
     AppendRequest,
@@ -70,6 +71,7 @@ class Appender:
         self._backend = backend
         self._retries = config.conflict_retries
         self._backoff = (config.backoff_base, config.backoff_max)
+        self._feed = FeedPositions(backend, config.feed_shards)
 
     async def append(
         self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
@@ -77,31 +79,36 @@ class Appender:
         """Commit every request atomically (one transaction)."""
         versions = await self._start_versions(requests, expected)
         timestamp_us = now_us()
-        for attempt in range(self._retries + 1):
+        attempt = feed_retries = 0
+        while True:
             plans = [
                 plan_append(r, v, timestamp_us) for r, v in zip(requests, versions, strict=True)
             ]
+            feed = await self._feed.writes(requests, versions, timestamp_us)
             try:
-                await self._backend.commit(combine(plans))
+                await self._backend.commit(combine(plans, feed))
+                self._feed.committed(feed)
                 return [Committed(version + 1, timestamp_us, None) for version in versions]
             except CommitRejected as rejected:
                 outcomes = explain_each(rejected, plans, requests)
+                offset = sum(len(plan.writes) for plan in plans)
+                feed_behind = self._feed.correct(rejected, feed, offset)
             except StorageUnavailableError as exc:
                 return await self._settle_unknown(requests, versions, timestamp_us, exc)
             if any(isinstance(outcome, Landed) for outcome in outcomes):
                 return await self._landed(requests, outcomes)
-            _raise_if_final(requests, outcomes, versions, last_attempt=attempt == self._retries)
-            versions = [
-                o.actual if isinstance(o, Conflict) else v
-                for o, v in zip(outcomes, versions, strict=True)
-            ]
+            last = attempt == self._retries
+            _raise_if_final(requests, outcomes, versions, last_attempt=last)
+            if feed_behind and not any(outcomes) and feed_retries < FEED_RETRIES:
+                # Only the shard moved on: retry at once at the position it reported.
+                feed_retries += 1
+                await anyio.sleep(full_jitter(0, *self._backoff))
+                continue
+            if last:
+                raise _still_busy(requests, attempt)
+            versions = [_retry_version(o, v) for o, v in zip(outcomes, versions, strict=True)]
             await anyio.sleep(full_jitter(attempt, *self._backoff))
-        raise StorageUnavailableError(
-            f"aggregate {requests[0].aggregate_id!r}: transaction still conflicting after "
-            f"{self._retries + 1} attempts",
-            code="TransactionConflict",
-            operation="TransactWriteItems",
-        )
+            attempt += 1
 
     async def _start_versions(
         self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
@@ -160,6 +167,24 @@ class Appender:
             commit_id=first.commit_id,
             commit_ids=commit_ids,
         ) from exc
+
+
+#: Attempts after a stale feed position (each refusal reports the current one).
+FEED_RETRIES = 64
+
+
+def _still_busy(requests: list[AppendRequest], attempt: int) -> StorageUnavailableError:
+    return StorageUnavailableError(
+        f"aggregate {requests[0].aggregate_id!r}: transaction still conflicting after "
+        f"{attempt + 1} attempts",
+        code="TransactionConflict",
+        operation="TransactWriteItems",
+    )
+
+
+def _retry_version(outcome: Outcome | None, version: int) -> int:
+    """An ANY append that lost a race tries again at the version it found."""
+    return outcome.actual if isinstance(outcome, Conflict) else version
 
 
 def _raise_if_final(

@@ -42,6 +42,12 @@ class Backend(Protocol):
     async def get(self, partition: str, sort_key: SortKey) -> Record | None:
         """Consistent read of one item."""
 
+    async def get_many(self, keys: list[tuple[str, SortKey]]) -> list[Record | None]:
+        """Consistent reads of several items (in the order asked)."""
+
+    async def scan_partition(self, partition: str, low: SortKey, limit: int) -> list[Record]:
+        """Up to ``limit`` items of a partition from sort key ``low`` on (one request)."""
+
     async def get_head(self, aggregate_id: str) -> HeadRecord | None:
         """Consistent read of an aggregate's head."""
 

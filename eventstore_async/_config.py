@@ -45,6 +45,7 @@ _ENV_FIELDS: dict[str, str] = {
     "EVENTSTORE_UPLOAD_CONCURRENCY": "upload_concurrency",
     "EVENTSTORE_KEY_PREFIX": "key_prefix",
     "EVENTSTORE_COMPRESSION": "compression",
+    "EVENTSTORE_FEED_SHARDS": "feed_shards",
 }
 
 
@@ -96,6 +97,9 @@ class StoreConfig:
     #: ``"zlib"`` compresses offloaded payloads (about 3x on typical events, at
     #: ~86 MB/s of one core); ``None`` stores them as they are.
     compression: str | None = None
+    #: Shards of the global feed (0: no feed, appends pay nothing for it). Every store
+    #: writing to a table must use the same value. See the README ("Global feed").
+    feed_shards: int = 0
     #: An upload that takes longer is deleted instead of committed, which bounds how
     #: long an object can wait for its transaction (see ``sweep_orphans``).
     max_upload_seconds: float = 900.0
@@ -195,6 +199,7 @@ def _check_numbers(config: StoreConfig) -> None:
     _require_int(config, "part_size_bytes", 5 * 1024 * 1024, 5 * 1024**3)
     _require_int(config, "upload_concurrency", 1, 64)
     _require_int(config, "fetch_concurrency", 1, 256)
+    _require_int(config, "feed_shards", 0, 1024)
     if config.compression not in (None, "zlib"):
         raise InvalidInputError("compression", "must be None or 'zlib'")
     prefix = config.key_prefix

@@ -12,7 +12,12 @@ from botocore.exceptions import ClientError
 from ._aws_errors import error_code, translate_errors
 from ._backend import Page
 from ._config import StoreConfig
-from ._errors import SchemaMissingError, StorageError, StoreClosedError
+from ._errors import (
+    SchemaMissingError,
+    StorageError,
+    StorageUnavailableError,
+    StoreClosedError,
+)
 from ._items import head_key, key, record_from_item, transact_items
 from ._objects import S3Objects
 from ._records import (
@@ -30,6 +35,8 @@ from ._session import AwsClients, open_clients
 __all__ = ["DynamoDBBackend"]
 
 _TABLE_READY_TIMEOUT = 120.0
+_BATCH_GET_LIMIT = 100  # keys per BatchGetItem
+_UNPROCESSED_ATTEMPTS = 8
 
 
 class DynamoDBBackend:
@@ -186,6 +193,43 @@ class DynamoDBBackend:
 
     async def get(self, partition: str, sort_key: SortKey) -> Record | None:
         return await self._get_item(key(partition, sort_key))  # type: ignore[no-any-return]
+
+    async def get_many(self, keys: list[tuple[str, SortKey]]) -> list[Record | None]:
+        found: dict[tuple[str, str], Record] = {}
+        for start in range(0, len(keys), _BATCH_GET_LIMIT):
+            chunk = [key(p, s) for p, s in keys[start : start + _BATCH_GET_LIMIT]]
+            for item in await self._batch_get(chunk):
+                found[(item["pk"]["S"], item["sk"]["N"])] = record_from_item(item)
+        return [found.get((p, str(s))) for p, s in keys]
+
+    async def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """BatchGetItem, consistent, until no key is left unprocessed (with backoff)."""
+        items: list[dict[str, Any]] = []
+        request = {self._table: {"Keys": keys, "ConsistentRead": True}}
+        for attempt in range(_UNPROCESSED_ATTEMPTS):
+            with translate_errors("BatchGetItem"):
+                response = await self._dynamodb.batch_get_item(RequestItems=request)
+            items += response.get("Responses", {}).get(self._table, [])
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return items
+            await anyio.sleep(min(0.05 * 2**attempt, 1.0))
+        raise StorageUnavailableError(
+            "keys still unprocessed after retries",
+            code="UnprocessedKeys",
+            operation="BatchGetItem",
+        )
+
+    async def scan_partition(self, partition: str, low: SortKey, limit: int) -> list[Record]:
+        with translate_errors("Query"):
+            response = await self._dynamodb.query(
+                TableName=self._table,
+                KeyConditionExpression="pk = :pk AND sk >= :low",
+                ExpressionAttributeValues={":pk": {"S": partition}, ":low": {"N": str(low)}},
+                ConsistentRead=True,
+                Limit=limit,
+            )
+        return [record_from_item(item) for item in response.get("Items", [])]
 
     async def get_head(self, aggregate_id: str) -> HeadRecord | None:
         record = await self._get_item(head_key(aggregate_id))

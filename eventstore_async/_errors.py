@@ -11,6 +11,9 @@ Every failure a caller may want to handle differently has its own class::
     ├── ChangeSetTooLargeError                  over a DynamoDB item or transaction limit
     ├── IntegrityError                          stored data failed a check (hash, format)
     ├── StoreClosedError                        the store is not open
+    ├── SubscriptionError
+    │   ├── SubscriptionBusyError               another consumer holds the subscription
+    │   └── LeaseLostError                      another consumer took the subscription over
     └── StorageError                            AWS refused or failed a request
         ├── SchemaMissingError                  the table or bucket does not exist
         ├── AccessDeniedError                   credentials or permissions
@@ -34,10 +37,13 @@ __all__ = [
     "EventStoreError",
     "IntegrityError",
     "InvalidInputError",
+    "LeaseLostError",
     "SchemaMissingError",
     "StorageError",
     "StorageUnavailableError",
     "StoreClosedError",
+    "SubscriptionBusyError",
+    "SubscriptionError",
 ]
 
 
@@ -140,6 +146,25 @@ class IntegrityError(EventStoreError):
 
 class StoreClosedError(EventStoreError, RuntimeError):
     """The store was used before ``__aenter__`` or after ``aclose()``."""
+
+
+class SubscriptionError(EventStoreError):
+    """A subscription's lease did not allow what was asked."""
+
+    def __init__(self, message: str, *, name: str) -> None:
+        super().__init__(message)
+        self.name = name
+
+
+class SubscriptionBusyError(SubscriptionError):
+    """Another consumer holds the subscription's lease (``subscribe(..., wait=False)``)."""
+
+
+class LeaseLostError(SubscriptionError):
+    """The lease expired and another consumer took over: stop, and let it work.
+
+    Nothing after the last checkpoint is lost; it is delivered to the new consumer.
+    """
 
 
 class StorageError(EventStoreError):

@@ -11,6 +11,10 @@ Pure functions, no I/O. The table layout (README "Schema")::
                                snap_schema, ts_us, and payload (B) or the s3_* pointer
     aggregate id   < 0         commit marker of an ANY-version append: commit_id, version
 
+System partitions (keys start with \x1f, which no aggregate id may hold) carry a
+``kind`` attribute: ``feed_counter`` and ``feed_entry`` (``\x1ffeed/<shard>``, sk 0
+and 1..n), ``checkpoint`` (``\x1fsub/<name>``), ``view`` (``\x1fview/<view>/<key>``).
+
 The head also lists retained snapshot versions per schema (``snap:<schema>``, a list of
 numbers) and ``snap_seq``, bumped by every snapshot save.
 """
@@ -22,22 +26,35 @@ from typing import Any
 from ._errors import IntegrityError
 from ._records import (
     ChangeSetRecord,
+    CheckpointRecord,
+    CheckpointWrite,
     CommitPlan,
     DeleteSnapshot,
+    DeleteView,
+    FeedAdvance,
+    FeedCounterRecord,
+    FeedEntryRecord,
     HeadRecord,
     HeadWrite,
+    LeaseWrite,
     MarkerRecord,
     ObjectPointer,
     PutChangeSet,
+    PutFeedEntry,
     PutMarker,
     PutSnapshot,
+    PutView,
     Record,
     SnapshotIndexWrite,
     SnapshotRecord,
     SortKey,
+    ViewRecord,
     Write,
+    checkpoint_partition,
+    feed_partition,
     marker_sort_key,
     snapshot_sort_key,
+    view_partition,
 )
 
 __all__ = [
@@ -80,7 +97,75 @@ def record_to_item(record: Record) -> Item:
         return _change_set_item(record)
     if isinstance(record, SnapshotRecord):
         return _snapshot_item(record)
-    return _marker_item(record)
+    if isinstance(record, MarkerRecord):
+        return _marker_item(record)
+    return _system_item(record)
+
+
+def _system_item(
+    record: FeedCounterRecord | FeedEntryRecord | CheckpointRecord | ViewRecord,
+) -> Item:
+    if isinstance(record, FeedCounterRecord):
+        item = key(feed_partition(record.shard), 0)
+        item["position"] = {"N": str(record.position)}
+    elif isinstance(record, FeedEntryRecord):
+        item = key(feed_partition(record.shard), record.position)
+        item["aggregate_id"] = {"S": record.aggregate_id}
+        item["version"] = {"N": str(record.version)}
+        item["commit_id"] = {"S": record.commit_id}
+        item["ts_us"] = {"N": str(record.timestamp_us)}
+        item["event_count"] = {"N": str(record.event_count)}
+    elif isinstance(record, CheckpointRecord):
+        item = key(checkpoint_partition(record.name), 0)
+        item["positions"] = {"L": [{"N": str(p)} for p in record.positions]}
+        item["owner"] = {"S": record.owner}
+        item["lease_until_us"] = {"N": str(record.lease_until_us)}
+        item["seq"] = {"N": str(record.seq)}
+    else:
+        item = key(view_partition(record.view, record.key), 0)
+        item["document"] = {"B": record.document}
+    item["kind"] = {"S": _KINDS[type(record)]}
+    return item
+
+
+_KINDS: dict[type, str] = {
+    FeedCounterRecord: "feed_counter",
+    FeedEntryRecord: "feed_entry",
+    CheckpointRecord: "checkpoint",
+    ViewRecord: "view",
+}
+
+
+def _system_from(item: Item, kind: str) -> Record:
+    partition = item["pk"]["S"]
+    if kind == "feed_counter":
+        return FeedCounterRecord(_suffix_int(partition), int(item["position"]["N"]))
+    if kind == "feed_entry":
+        return FeedEntryRecord(
+            shard=_suffix_int(partition),
+            position=int(item["sk"]["N"]),
+            aggregate_id=item["aggregate_id"]["S"],
+            version=int(item["version"]["N"]),
+            commit_id=item["commit_id"]["S"],
+            timestamp_us=int(item["ts_us"]["N"]),
+            event_count=int(item["event_count"]["N"]),
+        )
+    if kind == "checkpoint":
+        return CheckpointRecord(
+            name=partition.split("/", 1)[1],
+            positions=tuple(int(p["N"]) for p in item["positions"]["L"]),
+            owner=item["owner"]["S"],
+            lease_until_us=int(item["lease_until_us"]["N"]),
+            seq=int(item["seq"]["N"]),
+        )
+    if kind == "view":
+        _, view, view_key = partition.split("/", 2)
+        return ViewRecord(view=view, key=view_key, document=bytes(item["document"]["B"]))
+    raise ValueError(f"kind {kind!r}")
+
+
+def _suffix_int(partition: str) -> int:
+    return int(partition.rsplit("/", 1)[1])
 
 
 def _head_item(head: HeadRecord) -> Item:
@@ -149,6 +234,9 @@ def record_from_item(item: Item) -> Record:
         IntegrityError: the item lacks an attribute its kind must have.
     """
     try:
+        kind = item.get("kind")
+        if kind is not None:
+            return _system_from(item, kind["S"])
         raw_key = item["sk"]["N"]
         if "." in raw_key:
             return _snapshot_from(item)
@@ -255,7 +343,102 @@ def _action(write: Write, table: str) -> dict[str, Any]:
         return {"Delete": {"TableName": table, "Key": key(write.aggregate_id, sort_key)}}
     if isinstance(write, SnapshotIndexWrite):
         return _update_snapshot_index(write, table)
+    if isinstance(write, FeedAdvance):
+        return _advance_feed(write, table)
+    if isinstance(write, PutFeedEntry):
+        return _put_new(_system_item(write.record), table)
+    if isinstance(write, LeaseWrite):
+        return _take_lease(write, table)
+    if isinstance(write, CheckpointWrite):
+        return _save_checkpoint(write, table)
+    if isinstance(write, PutView):
+        return {"Put": {"TableName": table, "Item": _system_item(write.record)}}
+    if isinstance(write, DeleteView):
+        view_key = key(view_partition(write.view, write.key), 0)
+        return {"Delete": {"TableName": table, "Key": view_key}}
     raise TypeError(f"unknown write {write!r}")
+
+
+def _advance_feed(write: FeedAdvance, table: str) -> dict[str, Any]:
+    values: dict[str, Any] = {
+        ":next": {"N": str(write.expected + write.count)},
+        ":kind": {"S": "feed_counter"},
+    }
+    if write.expected == 0:
+        condition = "attribute_not_exists(pk)"
+    else:
+        condition = "#p = :expected"
+        values[":expected"] = {"N": str(write.expected)}
+    return _update(
+        table,
+        key(feed_partition(write.shard), 0),
+        "SET #p = :next, #k = :kind",
+        condition,
+        {"#p": "position", "#k": "kind"},
+        values,
+    )
+
+
+def _take_lease(write: LeaseWrite, table: str) -> dict[str, Any]:
+    return _update(
+        table,
+        key(checkpoint_partition(write.name), 0),
+        "SET #o = :owner, #u = :until, #k = :kind, "
+        "#p = if_not_exists(#p, :positions), #q = if_not_exists(#q, :zero)",
+        "attribute_not_exists(pk) OR #u < :now OR #o = :owner",
+        {"#o": "owner", "#u": "lease_until_us", "#k": "kind", "#p": "positions", "#q": "seq"},
+        {
+            ":owner": {"S": write.owner},
+            ":until": {"N": str(write.lease_until_us)},
+            ":now": {"N": str(write.now_us)},
+            ":kind": {"S": "checkpoint"},
+            ":positions": {"L": [{"N": str(p)} for p in write.positions]},
+            ":zero": {"N": "0"},
+        },
+    )
+
+
+def _save_checkpoint(write: CheckpointWrite, table: str) -> dict[str, Any]:
+    update = "SET #p = :positions, #q = :next"
+    values: dict[str, Any] = {
+        ":positions": {"L": [{"N": str(p)} for p in write.positions]},
+        ":next": {"N": str(write.expected_seq + 1)},
+        ":seq": {"N": str(write.expected_seq)},
+        ":owner": {"S": write.owner},
+        ":now": {"N": str(write.now_us)},
+    }
+    if write.lease_until_us is not None:
+        update += ", #u = :until"
+        values[":until"] = {"N": str(write.lease_until_us)}
+    return _update(
+        table,
+        key(checkpoint_partition(write.name), 0),
+        update,
+        "#o = :owner AND #u >= :now AND #q = :seq",
+        {"#o": "owner", "#u": "lease_until_us", "#p": "positions", "#q": "seq"},
+        values,
+    )
+
+
+def _update(
+    table: str,
+    item_key: Item,
+    update: str,
+    condition: str,
+    names: dict[str, str],
+    values: dict[str, Any],
+) -> dict[str, Any]:
+    return {
+        "Update": {
+            "TableName": table,
+            "Key": item_key,
+            "UpdateExpression": update,
+            "ConditionExpression": condition,
+            "ExpressionAttributeNames": names,
+            "ExpressionAttributeValues": values,
+            "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+        }
+    }
 
 
 def _update_snapshot_index(write: SnapshotIndexWrite, table: str) -> dict[str, Any]:

@@ -22,22 +22,33 @@ from ._errors import SchemaMissingError, StorageError
 from ._objects import ObjectInfo, UploadInfo
 from ._records import (
     ChangeSetRecord,
+    CheckpointRecord,
+    CheckpointWrite,
     CommitPlan,
     CommitRejected,
     DeleteSnapshot,
+    DeleteView,
+    FeedAdvance,
+    FeedCounterRecord,
     HeadRecord,
     HeadWrite,
+    LeaseWrite,
     PutChangeSet,
+    PutFeedEntry,
     PutMarker,
     PutSnapshot,
+    PutView,
     Record,
     Rejection,
     SnapshotIndexWrite,
     SnapshotRecord,
     SortKey,
     Write,
+    checkpoint_partition,
+    feed_partition,
     marker_sort_key,
     snapshot_sort_key,
+    view_partition,
 )
 
 __all__ = ["MemoryBackend"]
@@ -104,6 +115,15 @@ class MemoryBackend:
         await anyio.lowlevel.checkpoint()
         return self._table.get(partition, {}).get(sort_key)
 
+    async def get_many(self, keys: list[tuple[str, SortKey]]) -> list[Record | None]:
+        await anyio.lowlevel.checkpoint()
+        return [self._table.get(partition, {}).get(sort_key) for partition, sort_key in keys]
+
+    async def scan_partition(self, partition: str, low: SortKey, limit: int) -> list[Record]:
+        await anyio.lowlevel.checkpoint()
+        items = self._table.get(partition, {})
+        return [items[k] for k in sorted(k for k in items if k >= low)[:limit]]
+
     async def get_head(self, aggregate_id: str) -> HeadRecord | None:
         record = await self.get(aggregate_id, 0)
         return record if isinstance(record, HeadRecord) else None
@@ -163,15 +183,24 @@ def _address(write: Write) -> tuple[str, SortKey]:
     if isinstance(write, PutSnapshot):
         record = write.record
         return record.aggregate_id, snapshot_sort_key(record.version, record.schema)
-    assert isinstance(write, DeleteSnapshot)
-    return write.aggregate_id, snapshot_sort_key(write.version, write.schema)
+    if isinstance(write, DeleteSnapshot):
+        return write.aggregate_id, snapshot_sort_key(write.version, write.schema)
+    if isinstance(write, FeedAdvance):
+        return feed_partition(write.shard), 0
+    if isinstance(write, PutFeedEntry):
+        return feed_partition(write.record.shard), write.record.position
+    if isinstance(write, LeaseWrite | CheckpointWrite):
+        return checkpoint_partition(write.name), 0
+    if isinstance(write, PutView):
+        return view_partition(write.record.view, write.record.key), 0
+    return view_partition(write.view, write.key), 0
 
 
 def _refuses(old: Record | None, write: Write) -> bool:
     """The condition DynamoDB would check for this write (see ``_items``), failed."""
     if isinstance(write, HeadWrite):
         return old is not None if write.expected_version == 0 else not _head_matches(old, write)
-    if isinstance(write, PutChangeSet | PutMarker):
+    if isinstance(write, PutChangeSet | PutMarker | PutFeedEntry):
         return old is not None
     if isinstance(write, SnapshotIndexWrite):
         return not (
@@ -179,7 +208,21 @@ def _refuses(old: Record | None, write: Write) -> bool:
             and old.version >= write.min_version
             and old.snapshot_seq == write.expected_seq
         )
-    return False  # snapshots are put and deleted unconditionally
+    if isinstance(write, FeedAdvance):
+        position = old.position if isinstance(old, FeedCounterRecord) else 0
+        return position != write.expected or (write.expected == 0 and old is not None)
+    if isinstance(write, LeaseWrite):
+        return isinstance(old, CheckpointRecord) and not (
+            old.lease_until_us < write.now_us or old.owner == write.owner
+        )
+    if isinstance(write, CheckpointWrite):
+        return not (
+            isinstance(old, CheckpointRecord)
+            and old.owner == write.owner
+            and old.lease_until_us >= write.now_us
+            and old.seq == write.expected_seq
+        )
+    return False  # snapshots and views are put and deleted unconditionally
 
 
 def _applied(old: Record | None, write: Write) -> Record | None:
@@ -190,8 +233,20 @@ def _applied(old: Record | None, write: Write) -> Record | None:
         assert isinstance(old, HeadRecord)
         snapshots = {**old.snapshots, write.schema: write.versions}
         return dataclasses.replace(old, snapshots=snapshots, snapshot_seq=old.snapshot_seq + 1)
-    if isinstance(write, DeleteSnapshot):
+    if isinstance(write, DeleteSnapshot | DeleteView):
         return None
+    if isinstance(write, FeedAdvance):
+        return FeedCounterRecord(write.shard, write.expected + write.count)
+    if isinstance(write, LeaseWrite):
+        if isinstance(old, CheckpointRecord):
+            return dataclasses.replace(old, owner=write.owner, lease_until_us=write.lease_until_us)
+        return CheckpointRecord(write.name, write.positions, write.owner, write.lease_until_us, 0)
+    if isinstance(write, CheckpointWrite):
+        assert isinstance(old, CheckpointRecord)
+        until = old.lease_until_us if write.lease_until_us is None else write.lease_until_us
+        return dataclasses.replace(
+            old, positions=write.positions, seq=old.seq + 1, lease_until_us=until
+        )
     return write.record
 
 

@@ -9,6 +9,7 @@ without another read.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -106,13 +107,14 @@ def plan_append(request: AppendRequest, expected: int, timestamp_us: int) -> Com
     return CommitPlan(writes=tuple(writes), token=request_token(request, version))
 
 
-def combine(plans: list[CommitPlan]) -> CommitPlan:
-    """One transaction of several appends (``append_many``): their writes in order."""
-    if len(plans) == 1:
+def combine(plans: list[CommitPlan], extra: Sequence[Write] = ()) -> CommitPlan:
+    """One transaction of several appends (``append_many``) and their feed writes."""
+    if len(plans) == 1 and not extra:
         return plans[0]
-    seed = "\x00".join(plan.token for plan in plans).encode()
+    seed = "\x00".join([*(plan.token for plan in plans), *map(repr, extra)]).encode()
     token = hashlib.sha256(seed).hexdigest()[:36]
-    return CommitPlan(writes=tuple(w for plan in plans for w in plan.writes), token=token)
+    writes = tuple(w for plan in plans for w in plan.writes) + tuple(extra)
+    return CommitPlan(writes=writes, token=token)
 
 
 def explain_each(

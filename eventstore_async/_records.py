@@ -12,22 +12,35 @@ from decimal import Decimal
 
 __all__ = [
     "ChangeSetRecord",
+    "CheckpointRecord",
+    "CheckpointWrite",
     "CommitPlan",
     "CommitRejected",
     "DeleteSnapshot",
+    "DeleteView",
+    "FeedAdvance",
+    "FeedCounterRecord",
+    "FeedEntryRecord",
     "HeadRecord",
     "HeadWrite",
+    "LeaseWrite",
     "MarkerRecord",
     "ObjectPointer",
     "PutChangeSet",
+    "PutFeedEntry",
     "PutMarker",
     "PutSnapshot",
+    "PutView",
     "Rejection",
     "SnapshotIndexWrite",
     "SnapshotRecord",
     "SortKey",
+    "ViewRecord",
+    "checkpoint_partition",
+    "feed_partition",
     "marker_sort_key",
     "snapshot_sort_key",
+    "view_partition",
 ]
 
 
@@ -91,7 +104,74 @@ class MarkerRecord:
     version: int
 
 
-Record = HeadRecord | ChangeSetRecord | MarkerRecord | SnapshotRecord
+@dataclass(frozen=True, slots=True)
+class FeedCounterRecord:
+    """The last position handed out in one feed shard."""
+
+    shard: int
+    position: int
+
+
+@dataclass(frozen=True, slots=True)
+class FeedEntryRecord:
+    """Position ``position`` of feed shard ``shard``: which change set it is."""
+
+    shard: int
+    position: int
+    aggregate_id: str
+    version: int
+    commit_id: str
+    timestamp_us: int
+    event_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointRecord:
+    """A subscription's progress (next position to read per shard) and its lease."""
+
+    name: str
+    positions: tuple[int, ...]
+    owner: str
+    lease_until_us: int
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRecord:
+    """One document of a read model maintained by a projection."""
+
+    view: str
+    key: str
+    document: bytes
+
+
+Record = (
+    HeadRecord
+    | ChangeSetRecord
+    | MarkerRecord
+    | SnapshotRecord
+    | FeedCounterRecord
+    | FeedEntryRecord
+    | CheckpointRecord
+    | ViewRecord
+)
+
+# Partitions that are not aggregates start with a control character, which no
+# aggregate id may hold: the namespaces cannot meet.
+_SYSTEM = "\x1f"
+
+
+def feed_partition(shard: int) -> str:
+    return f"{_SYSTEM}feed/{shard}"
+
+
+def checkpoint_partition(name: str) -> str:
+    return f"{_SYSTEM}sub/{name}"
+
+
+def view_partition(view: str, key: str) -> str:
+    return f"{_SYSTEM}view/{view}/{key}"
+
 
 #: Sort keys: 0 the head, 1..n change sets, v.xxxxxxxxxx snapshots (between their
 #: version and the next), negative commit markers.
@@ -169,7 +249,70 @@ class SnapshotIndexWrite:
     min_version: int
 
 
-Write = HeadWrite | PutChangeSet | PutMarker | PutSnapshot | DeleteSnapshot | SnapshotIndexWrite
+@dataclass(frozen=True, slots=True)
+class FeedAdvance:
+    """Move a feed shard's counter from ``expected`` to ``expected + count``."""
+
+    shard: int
+    expected: int
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
+class PutFeedEntry:
+    record: FeedEntryRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseWrite:
+    """Take or renew a subscription's lease: allowed when it is free, expired, or ours.
+    Creates the checkpoint (at ``positions``) when there is none."""
+
+    name: str
+    owner: str
+    lease_until_us: int
+    now_us: int
+    positions: tuple[int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class CheckpointWrite:
+    """Save progress, only while ``owner`` holds an unexpired lease and nobody else
+    saved since ``expected_seq``."""
+
+    name: str
+    owner: str
+    positions: tuple[int, ...]
+    expected_seq: int
+    now_us: int
+    lease_until_us: int | None = None  # also extend (or, with 0, release) the lease
+
+
+@dataclass(frozen=True, slots=True)
+class PutView:
+    record: ViewRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteView:
+    view: str
+    key: str
+
+
+Write = (
+    HeadWrite
+    | PutChangeSet
+    | PutMarker
+    | PutSnapshot
+    | DeleteSnapshot
+    | SnapshotIndexWrite
+    | FeedAdvance
+    | PutFeedEntry
+    | LeaseWrite
+    | CheckpointWrite
+    | PutView
+    | DeleteView
+)
 
 
 @dataclass(frozen=True, slots=True)

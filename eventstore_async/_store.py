@@ -9,7 +9,7 @@ from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import anyio
 import msgspec
@@ -48,7 +48,9 @@ from ._models import (
 )
 from ._offload import EncodedPayload, Offloader, PayloadReader
 from ._plan import AppendRequest
+from ._records import ViewRecord, view_partition
 from ._snapshots import SnapshotWriter, check_keep, check_schema
+from ._subscription import Subscription, SubscriptionSettings
 from ._sweep import sweep_orphans
 from ._timeutil import from_us
 from ._validation import (
@@ -59,6 +61,7 @@ from ._validation import (
     check_metadata,
     check_version_range,
 )
+from ._views import check_name, check_view_key, check_view_name
 
 __all__ = ["EventStore"]
 
@@ -520,6 +523,56 @@ class EventStore:
             raise failures[0]
         return results
 
+    def subscribe(
+        self,
+        name: str,
+        *,
+        start: Literal["beginning", "end"] = "beginning",
+        lease_seconds: float = 10.0,
+        buffer: int = 256,
+        poll_interval: float = 0.05,
+        max_poll_interval: float = 1.0,
+        wait: bool = True,
+    ) -> Subscription:
+        """A catch-up subscription to the global feed (needs ``feed_shards > 0``).
+
+        ``async with store.subscribe("orders-view") as sub: async for cs in sub: ...``
+        delivers every change set from the subscription's checkpoint on (or, for a new
+        subscription, from ``start``), then follows new ones, polling every
+        ``poll_interval`` seconds and backing off to ``max_poll_interval`` while idle.
+        Delivery is at least once: call ``await sub.checkpoint()`` (or
+        ``sub.project(...)``) to record progress; leaving the block normally saves it.
+        One consumer per name at a time; another waits (or, with ``wait=False``,
+        raises :class:`SubscriptionBusyError`) until the lease is released or expires
+        after ``lease_seconds``.
+
+        Raises:
+            InvalidInputError: a bad argument, or the feed is off.
+        """
+        self._require_open()
+        settings = SubscriptionSettings(
+            name=check_name(name, "name"),
+            start=_check_start(start),
+            shards=self._config.feed_shards,
+            lease_seconds=_check_seconds(lease_seconds, "lease_seconds", 0.5, 3600.0),
+            buffer=_check_count(buffer, "buffer"),
+            poll_min=_check_seconds(poll_interval, "poll_interval", 0.001, 60.0),
+            poll_max=_check_seconds(max_poll_interval, "max_poll_interval", 0.001, 600.0),
+            wait=bool(wait),
+        )
+        if not settings.shards:
+            raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
+        return Subscription(self._backend, self._codec, self._decoder, settings)
+
+    async def get_view(self, view: str, key: str) -> Any | None:
+        """A read-model document written by ``Subscription.project``, or None."""
+        self._require_open()
+        partition = view_partition(check_view_name(view), check_view_key(key))
+        record = await self._backend.get(partition, 0)
+        if not isinstance(record, ViewRecord):
+            return None
+        return self._codec.decode_events(record.document)[0]
+
     async def head(self, aggregate_id: str) -> AggregateHead | None:
         """The aggregate's head, or ``None`` when it does not exist (consistent read)."""
         self._require_open()
@@ -599,3 +652,21 @@ def _naming(prefix: str) -> Iterator[None]:
         if not prefix:
             raise
         raise InvalidInputError(prefix + exc.argument, exc.problem) from None
+
+
+def _check_start(start: Any) -> Literal["beginning", "end"]:
+    if start not in ("beginning", "end"):
+        raise InvalidInputError("start", "must be 'beginning' or 'end'")
+    return start  # type: ignore[no-any-return]
+
+
+def _check_seconds(value: Any, argument: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidInputError(argument, f"must be a number of seconds from {low} to {high}")
+    return float(value)
+
+
+def _check_count(value: Any, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise InvalidInputError(argument, "must be an int from 1 to 1,000,000")
+    return value

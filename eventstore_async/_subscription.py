@@ -1,0 +1,358 @@
+"""Catch-up subscriptions over the global feed, with checkpoints and a lease.
+
+``async with store.subscribe(name) as sub: async for change_set in sub:`` reads every
+feed shard from the subscription's checkpoint, then keeps polling for new entries
+(backing off while idle). A reader task fills a bounded buffer, so a slow consumer
+slows the reads, never memory. Delivery is at least once: what was delivered after
+the last checkpoint is delivered again to the next consumer. Each shard's entries
+come in position order, so an aggregate's change sets come in version order.
+
+One consumer per name at a time: a lease (owner, expiry) in the checkpoint item,
+renewed in the background. A second consumer waits until the lease is released or
+expires, then takes over from the checkpoint. ``project()`` writes read-model
+documents and the checkpoint in one transaction, so a crash never applies a change set
+twice to that read model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._backend import Backend
+from ._codec import EventCodec
+from ._decode import ChangeSetDecoder
+from ._errors import (
+    IntegrityError,
+    LeaseLostError,
+    StorageError,
+    SubscriptionBusyError,
+)
+from ._models import ChangeSet
+from ._records import (
+    ChangeSetRecord,
+    CheckpointRecord,
+    CheckpointWrite,
+    CommitPlan,
+    CommitRejected,
+    DeleteView,
+    FeedCounterRecord,
+    FeedEntryRecord,
+    LeaseWrite,
+    PutView,
+    ViewRecord,
+    Write,
+    checkpoint_partition,
+    feed_partition,
+)
+from ._timeutil import now_us
+from ._views import check_view_key, check_view_name
+
+__all__ = ["Subscription", "SubscriptionSettings"]
+
+_PAGE = 100
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSettings:
+    name: str
+    start: Literal["beginning", "end"]
+    shards: int
+    lease_seconds: float
+    buffer: int
+    poll_min: float
+    poll_max: float
+    wait: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    shard: int
+    position: int
+    change_set: ChangeSet
+
+
+class Subscription:
+    """Iterate with ``async for``; call :meth:`checkpoint` (or :meth:`project`) as you go."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        codec: EventCodec,
+        decoder: ChangeSetDecoder,
+        settings: SubscriptionSettings,
+    ) -> None:
+        self._backend = backend
+        self._codec = codec
+        self._decoder = decoder
+        self._settings = settings
+        self._owner = uuid.uuid4().hex
+        self._seq = 0
+        self._delivered: list[int] = []  # per shard: last position handed to the consumer
+        self._group: TaskGroup | None = None
+        self._receive: MemoryObjectReceiveStream[_Delivery] | None = None
+        self._saved: tuple[int, ...] = ()  # per shard: positions of the last checkpoint
+        self._lost: LeaseLostError | None = None
+        self._failure: Exception | None = None
+        #: Seconds from the last delivered change set's commit to its delivery.
+        self.last_lag_seconds: float | None = None
+
+    @property
+    def name(self) -> str:
+        return self._settings.name
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        checkpoint = await self._acquire()
+        self._seq = checkpoint.seq
+        self._saved = checkpoint.positions
+        self._delivered = list(checkpoint.positions)
+        send, self._receive = anyio.create_memory_object_stream[_Delivery](self._settings.buffer)
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._read, send, list(self._delivered))
+        self._group.start_soon(self._renew)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        group, self._group = self._group, None
+        if group is not None:
+            group.cancel_scope.cancel()
+            await group.__aexit__(None, None, None)
+        if self._receive is not None:
+            self._receive.close()
+        if self._lost is None:
+            with anyio.CancelScope(shield=True):
+                await self._release(save=exc_type is None)
+
+    async def _acquire(self) -> CheckpointRecord:
+        """Take the lease, waiting for another consumer's to end (unless ``wait=False``)."""
+        start = await self._start_positions()
+        while True:
+            now = now_us()
+            lease = LeaseWrite(
+                name=self.name,
+                owner=self._owner,
+                lease_until_us=now + self._lease_us,
+                now_us=now,
+                positions=start,
+            )
+            try:
+                await self._commit([lease])
+            except CommitRejected as refused:
+                holder = refused.reasons[0].old if refused.reasons[0] else None
+                if not self._settings.wait:
+                    raise SubscriptionBusyError(
+                        f"subscription {self.name!r} is held by another consumer", name=self.name
+                    ) from None
+                await anyio.sleep(self._wait_seconds(holder))
+                continue
+            return await self._checkpoint_record()
+
+    async def _start_positions(self) -> tuple[int, ...]:
+        shards = range(self._settings.shards)
+        if self._settings.start == "beginning":
+            return tuple(0 for _ in shards)
+        counters = await self._backend.get_many([(feed_partition(s), 0) for s in shards])
+        return tuple(c.position if isinstance(c, FeedCounterRecord) else 0 for c in counters)
+
+    def _wait_seconds(self, holder: object) -> float:
+        lease = self._settings.lease_seconds
+        if isinstance(holder, CheckpointRecord):
+            remaining = (holder.lease_until_us - now_us()) / 1e6
+            return min(max(remaining, 0.05), lease)
+        return lease / 4
+
+    async def _checkpoint_record(self) -> CheckpointRecord:
+        record = await self._backend.get(checkpoint_partition(self.name), 0)
+        if not isinstance(record, CheckpointRecord):
+            raise IntegrityError(f"subscription {self.name!r}: checkpoint missing after lease")
+        if len(record.positions) != self._settings.shards:
+            raise IntegrityError(
+                f"subscription {self.name!r} was made with {len(record.positions)} feed "
+                f"shards, the store has {self._settings.shards}"
+            )
+        return record
+
+    @property
+    def _lease_us(self) -> int:
+        return int(self._settings.lease_seconds * 1e6)
+
+    # -- consuming ----------------------------------------------------------------------
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> ChangeSet:
+        if self._receive is None:
+            raise RuntimeError("use the subscription inside 'async with'")
+        try:
+            delivery = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise self._lost or self._failure or StopAsyncIteration() from None
+        self._delivered[delivery.shard] = delivery.position
+        self.last_lag_seconds = max(0.0, (now_us() - _timestamp_us(delivery)) / 1e6)
+        return delivery.change_set
+
+    async def checkpoint(self) -> None:
+        """Save progress: everything delivered so far counts as processed.
+
+        Raises:
+            LeaseLostError: another consumer took over.
+        """
+        await self._save_checkpoint([])
+
+    async def project(
+        self,
+        view: str,
+        *,
+        put: Mapping[str, Any] | None = None,
+        delete: Sequence[str] = (),
+    ) -> None:
+        """Write read-model documents and the checkpoint in one transaction.
+
+        Call it once for each change set delivered (with no documents when there is
+        nothing to write): the documents and the progress commit together, so after a
+        crash the change sets redelivered are exactly those not yet applied.
+
+        Args:
+            view: the read model's name.
+            put: documents to store, by key (Structs or str-keyed mappings).
+            delete: keys to remove.
+
+        Raises:
+            LeaseLostError: another consumer took over; nothing was written.
+        """
+        view = check_view_name(view)
+        writes: list[Write] = []
+        for key, document in (put or {}).items():
+            record = ViewRecord(view, check_view_key(key), self._codec.encode_events([document]))
+            writes.append(PutView(record))
+        writes += [DeleteView(view, check_view_key(key)) for key in delete]
+        await self._save_checkpoint(writes)
+
+    async def _save_checkpoint(self, writes: list[Write]) -> None:
+        if self._lost is not None:
+            raise self._lost
+        now = now_us()
+        save = CheckpointWrite(
+            name=self.name,
+            owner=self._owner,
+            positions=tuple(self._delivered),
+            expected_seq=self._seq,
+            now_us=now,
+            lease_until_us=now + self._lease_us,
+        )
+        try:
+            await self._commit([save, *writes])
+        except CommitRejected:
+            raise self._lose() from None
+        self._seq += 1
+        self._saved = save.positions
+
+    async def _release(self, *, save: bool) -> None:
+        """Leave: save progress when asked, and free the lease for a successor."""
+        now = now_us()
+        release = CheckpointWrite(
+            name=self.name,
+            owner=self._owner,
+            positions=tuple(self._delivered) if save else self._saved,
+            expected_seq=self._seq,
+            now_us=now,
+            lease_until_us=0,
+        )
+        with contextlib.suppress(CommitRejected, StorageError):  # it expires by itself
+            await self._commit([release])
+
+    def _lose(self) -> LeaseLostError:
+        self._lost = self._lost or LeaseLostError(
+            f"subscription {self.name!r}: the lease was taken over", name=self.name
+        )
+        return self._lost
+
+    async def _commit(self, writes: list[Write]) -> None:
+        token = uuid.uuid4().hex
+        await self._backend.commit(CommitPlan(writes=tuple(writes), token=token))
+
+    # -- background tasks ---------------------------------------------------------------
+
+    async def _renew(self) -> None:
+        """Extend the lease every third of its term; a refusal means it was taken over."""
+        while True:
+            await anyio.sleep(self._settings.lease_seconds / 3)
+            now = now_us()
+            lease = LeaseWrite(self.name, self._owner, now + self._lease_us, now, ())
+            try:
+                await self._commit([lease])
+            except CommitRejected:
+                self._lose()
+                self._stop()
+                return
+            except StorageError:
+                continue  # transient: the lease still has two thirds to run
+
+    def _stop(self) -> None:
+        if self._receive is not None:
+            self._receive.close()
+
+    async def _read(self, send: MemoryObjectSendStream[_Delivery], positions: list[int]) -> None:
+        """Poll every shard from its position; hand change sets over in position order."""
+        idle = self._settings.poll_min
+        async with send:
+            try:
+                while True:
+                    found = 0
+                    for shard in range(self._settings.shards):
+                        found += await self._read_shard(send, shard, positions)
+                    if found:
+                        idle = self._settings.poll_min
+                        continue
+                    await anyio.sleep(idle)
+                    idle = min(idle * 2, self._settings.poll_max)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+                return  # the consumer stopped
+            except Exception as exc:  # raised to the consumer by __anext__
+                self._failure = exc
+
+    async def _read_shard(
+        self, send: MemoryObjectSendStream[_Delivery], shard: int, positions: list[int]
+    ) -> int:
+        records = await self._backend.scan_partition(
+            feed_partition(shard), positions[shard] + 1, _PAGE
+        )
+        entries = [r for r in records if isinstance(r, FeedEntryRecord)]
+        found = await self._backend.get_many([(e.aggregate_id, e.version) for e in entries])
+        stored = [_change_set(e, f) for e, f in zip(entries, found, strict=True)]
+        change_sets = await self._decoder.change_sets(stored)
+        for entry, change_set in zip(entries, change_sets, strict=True):
+            await send.send(_Delivery(shard, entry.position, change_set))
+            positions[shard] = entry.position
+        return len(entries)
+
+
+def _change_set(entry: FeedEntryRecord, found: object) -> ChangeSetRecord:
+    if not isinstance(found, ChangeSetRecord) or found.commit_id != entry.commit_id:
+        raise IntegrityError(
+            f"feed shard {entry.shard} position {entry.position} names change set "
+            f"{entry.version} of {entry.aggregate_id!r}, which is not stored"
+        )
+    return found
+
+
+def _timestamp_us(delivery: _Delivery) -> int:
+    return math.floor(delivery.change_set.timestamp.timestamp() * 1e6)
