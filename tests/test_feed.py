@@ -1,0 +1,303 @@
+"""The global feed and subscriptions: nothing skipped, nothing doubled, order kept."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from eventstore_async import (
+    EventStore,
+    InvalidInputError,
+    LeaseLostError,
+    SubscriptionBusyError,
+)
+from eventstore_async._records import CommitPlan, FeedEntryRecord, LeaseWrite, feed_partition
+
+from .concurrent_writer import writer
+from .conftest import StoreFactory, backend_names, remote_config
+from .test_concurrency import run_writers
+
+pytestmark = pytest.mark.anyio
+
+SHARDS = 4
+CONSUMER_SCRIPT = Path(__file__).with_name("feed_consumer.py")
+
+
+def new_name() -> str:
+    return f"sub-{uuid.uuid4().hex[:8]}"
+
+
+async def feed_entries(store: EventStore, shards: int) -> dict[int, list[FeedEntryRecord]]:
+    """Every feed entry, per shard, read straight from storage."""
+    entries: dict[int, list[FeedEntryRecord]] = {}
+    for shard in range(shards):
+        records = await store._backend.scan_partition(feed_partition(shard), 1, 100_000)
+        entries[shard] = [r for r in records if isinstance(r, FeedEntryRecord)]
+    return entries
+
+
+async def append_some(
+    store: EventStore, aggregates: list[str], count: int
+) -> list[tuple[str, int]]:
+    done: list[tuple[str, int]] = []
+    for n in range(count):
+        aggregate = aggregates[n % len(aggregates)]
+        head = await store.head(aggregate)
+        cs = await store.append(aggregate, [{"n": n}], expected_version=head.version if head else 0)
+        done.append((aggregate, cs.version))
+    return done
+
+
+async def consume(store: EventStore, name: str, want: int, **options: Any) -> list[tuple[str, int]]:
+    seen: list[tuple[str, int]] = []
+    with anyio.fail_after(60):
+        async with store.subscribe(
+            name, poll_interval=0.01, max_poll_interval=0.1, **options
+        ) as sub:
+            async for change_set in sub:
+                seen.append((change_set.aggregate_id, change_set.version))
+                if len(seen) == want:
+                    break
+    return seen
+
+
+def assert_in_aggregate_order(seen: list[tuple[str, int]]) -> None:
+    by_aggregate: dict[str, list[int]] = {}
+    for aggregate, version in seen:
+        by_aggregate.setdefault(aggregate, []).append(version)
+    for aggregate, versions in by_aggregate.items():
+        assert versions == sorted(versions), f"{aggregate} out of order: {versions}"
+
+
+async def test_feed_is_gapless_and_complete_under_concurrent_writers(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    aggregates = [f"feed-{uuid.uuid4().hex[:6]}-{n}" for n in range(6)]
+    out: dict[str, Any] = {"acks": [], "conflicts": []}
+    async with anyio.create_task_group() as group:
+        for task in range(16):
+            group.start_soon(writer, store, f"t{task}", aggregates, 6, out)
+
+    entries = await feed_entries(store, SHARDS)
+    listed = [(e.aggregate_id, e.version, e.commit_id) for shard in entries.values() for e in shard]
+    for shard_entries in entries.values():
+        assert [e.position for e in shard_entries] == list(range(1, len(shard_entries) + 1))
+    assert sorted(listed) == sorted((a, v, c) for a, v, c in out["acks"])
+    assert out["conflicts"], "the writers never raced"
+
+
+async def test_subscription_delivers_everything_once_in_order(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    aggregates = [f"sub-{uuid.uuid4().hex[:6]}-{n}" for n in range(5)]
+    appended = await append_some(store, aggregates, 30)
+
+    seen = await consume(store, new_name(), len(appended))
+
+    assert sorted(seen) == sorted(appended)
+    assert_in_aggregate_order(seen)
+
+
+async def test_live_subscription_while_tasks_append(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    aggregates = [f"live-{uuid.uuid4().hex[:6]}-{n}" for n in range(4)]
+    out: dict[str, Any] = {"acks": [], "conflicts": []}
+    seen: list[tuple[str, int]] = []
+    tasks, attempts = 8, 5
+
+    async def consumer() -> None:
+        async with store.subscribe(new_name(), poll_interval=0.01, max_poll_interval=0.05) as sub:
+            async for change_set in sub:
+                seen.append((change_set.aggregate_id, change_set.version))
+                if len(seen) == len(out["acks"]) and writers_done.is_set():
+                    return
+
+    writers_done = anyio.Event()
+    with anyio.fail_after(60):
+        async with anyio.create_task_group() as group:
+            group.start_soon(consumer)
+            async with anyio.create_task_group() as writers:
+                for task in range(tasks):
+                    writers.start_soon(writer, store, f"w{task}", aggregates, attempts, out)
+            writers_done.set()
+            # the consumer may be waiting for the next entry: one more append wakes it
+            extra = await store.append(f"live-end-{uuid.uuid4().hex[:6]}", [{}], expected_version=0)
+            out["acks"].append([extra.aggregate_id, extra.version, extra.commit_id])
+
+    assert sorted(seen) == sorted((a, v) for a, v, _ in out["acks"])
+    assert_in_aggregate_order(seen)
+
+
+async def test_restart_from_checkpoint(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    aggregates = [f"ckpt-{uuid.uuid4().hex[:6]}-{n}" for n in range(3)]
+    appended = await append_some(store, aggregates, 12)
+    name = new_name()
+
+    first: list[tuple[str, int]] = []
+    with pytest.raises(RuntimeError, match="crash"):
+        async with store.subscribe(name, poll_interval=0.01) as sub:
+            async for change_set in sub:
+                first.append((change_set.aggregate_id, change_set.version))
+                if len(first) == 5:
+                    await sub.checkpoint()
+                if len(first) == 8:
+                    raise RuntimeError("crash after 8, checkpoint at 5")
+    rest = await consume(store, name, len(appended) - 5)
+
+    assert sorted(first[:5] + rest) == sorted(appended)
+    assert set(first[5:8]) <= set(rest)  # delivered again: at least once
+
+
+async def test_leaving_normally_saves_progress(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    aggregates = [f"save-{uuid.uuid4().hex[:6]}"]
+    await append_some(store, aggregates, 4)
+    name = new_name()
+    assert len(await consume(store, name, 4)) == 4
+    later = await append_some(store, aggregates, 2)
+    assert await consume(store, name, 2) == later
+
+
+async def test_start_at_the_end_skips_the_past(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    aggregates = [f"end-{uuid.uuid4().hex[:6]}"]
+    await append_some(store, aggregates, 3)
+    name = new_name()
+    async with store.subscribe(name, start="end"):
+        pass
+    later = await append_some(store, aggregates, 2)
+    assert await consume(store, name, 2) == later
+
+
+async def test_projection_applies_each_change_set_exactly_once(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    aggregates = [f"proj-{uuid.uuid4().hex[:6]}-{n}" for n in range(3)]
+    appended = await append_some(store, aggregates, 15)
+    name = new_name()
+
+    async def project(crash_after: int | None) -> None:
+        applied = 0
+        async with store.subscribe(name, poll_interval=0.01) as sub:
+            async for change_set in sub:
+                doc = await store.get_view("counts", change_set.aggregate_id) or {"count": 0}
+                await sub.project(
+                    "counts", put={change_set.aggregate_id: {"count": doc["count"] + 1}}
+                )
+                applied += 1
+                if applied == crash_after:
+                    raise RuntimeError("crash right after a projection")
+                if crash_after is None and applied == 15 - 7:
+                    return
+
+    with pytest.raises(RuntimeError):
+        await project(crash_after=7)
+    with anyio.fail_after(30):
+        await project(crash_after=None)
+
+    for aggregate in aggregates:
+        expected = sum(1 for a, _ in appended if a == aggregate)
+        assert await store.get_view("counts", aggregate) == {"count": expected}
+
+
+async def test_one_consumer_at_a_time(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    await append_some(store, [f"lock-{uuid.uuid4().hex[:6]}"], 2)
+    name = new_name()
+    async with store.subscribe(name):
+        with pytest.raises(SubscriptionBusyError):
+            async with store.subscribe(name, wait=False):
+                pass
+    async with store.subscribe(name, wait=False):  # released on exit: free at once
+        pass
+
+
+async def test_a_consumer_whose_lease_was_taken_stops(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    await append_some(store, [f"lost-{uuid.uuid4().hex[:6]}"], 2)
+    name = new_name()
+    async with store.subscribe(name, lease_seconds=5.0) as sub:
+        far_future = 2**62
+        usurper = LeaseWrite(name, "someone-else", far_future + 1, far_future, ())
+        await store._backend.commit(CommitPlan(writes=(usurper,), token="usurp"))
+        with pytest.raises(LeaseLostError):
+            await sub.checkpoint()
+
+
+async def test_feed_off_costs_nothing_and_cannot_be_subscribed(store: EventStore) -> None:
+    await append_some(store, [f"off-{uuid.uuid4().hex[:6]}"], 3)
+    assert (await feed_entries(store, SHARDS)) == {s: [] for s in range(SHARDS)}
+    with pytest.raises(InvalidInputError) as off:
+        store.subscribe(new_name())
+    assert off.value.argument == "feed_shards"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", [n for n in backend_names() if n != "memory"])
+async def test_many_processes_append_while_a_subscription_follows(
+    backend_name: str, request: pytest.FixtureRequest
+) -> None:
+    config = remote_config(backend_name, request, feed_shards=SHARDS)
+    aggregates = [f"mp-{n}" for n in range(4)]
+    async with EventStore(config) as store:
+        await store.create_schema()
+        try:
+            seen: list[tuple[str, int]] = []
+            outputs: list[dict[str, Any]] = []
+
+            async def follow(want: anyio.Event) -> None:
+                async with store.subscribe(new_name(), poll_interval=0.01) as sub:
+                    async for change_set in sub:
+                        seen.append((change_set.aggregate_id, change_set.version))
+                        if want.is_set() and len(seen) >= sum(len(o["acks"]) for o in outputs):
+                            return
+
+            done = anyio.Event()
+            with anyio.fail_after(120):
+                async with anyio.create_task_group() as group:
+                    group.start_soon(follow, done)
+                    outputs += await run_writers(config, 3, 4, 6, aggregates)
+                    done.set()
+                    await store.append("mp-wake", [{}], expected_version=0)
+            acks = sorted((a, v) for out in outputs for a, v, _ in out["acks"])
+            assert sorted(x for x in seen if x[0] != "mp-wake") == acks
+            assert_in_aggregate_order(seen)
+        finally:
+            await store.drop_schema()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend_name", [n for n in backend_names() if n != "memory"])
+async def test_takeover_after_the_consumer_is_killed(
+    backend_name: str, request: pytest.FixtureRequest
+) -> None:
+    config = remote_config(backend_name, request, feed_shards=SHARDS)
+    name = new_name()
+    async with EventStore(config) as store:
+        await store.create_schema()
+        try:
+            appended = await append_some(store, [f"kill-{n}" for n in range(3)], 20)
+            fields = json.dumps(dataclasses.asdict(config))
+            consumer = subprocess.Popen(
+                [sys.executable, str(CONSUMER_SCRIPT), fields, name, "1.0"],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            assert consumer.stdout is not None
+            done_by_first = [consumer.stdout.readline().split() for _ in range(7)]
+            consumer.kill()  # no release: its lease must expire
+            consumer.wait()
+            consumer.stdout.close()
+            first = [(a, int(v)) for a, v in done_by_first]
+            rest = await consume(store, name, len(appended) - len(first))
+            assert sorted(first + rest) == sorted(appended)
+        finally:
+            await store.drop_schema()
