@@ -274,6 +274,12 @@ async def test_many_processes_append_while_a_subscription_follows(
             await store.drop_schema()
 
 
+def start_consumer(config: Any, name: str, *, lease_seconds: float) -> subprocess.Popen[str]:
+    fields = json.dumps(dataclasses.asdict(config))
+    command = [sys.executable, str(CONSUMER_SCRIPT), fields, name, str(lease_seconds)]
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend_name", [n for n in backend_names() if n != "memory"])
 async def test_takeover_after_the_consumer_is_killed(
@@ -285,18 +291,13 @@ async def test_takeover_after_the_consumer_is_killed(
         await store.create_schema()
         try:
             appended = await append_some(store, [f"kill-{n}" for n in range(3)], 20)
-            fields = json.dumps(dataclasses.asdict(config))
-            consumer = subprocess.Popen(
-                [sys.executable, str(CONSUMER_SCRIPT), fields, name, "1.0"],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
+            consumer = start_consumer(config, name, lease_seconds=1.0)
             assert consumer.stdout is not None
-            done_by_first = [consumer.stdout.readline().split() for _ in range(7)]
+            lines = [await anyio.to_thread.run_sync(consumer.stdout.readline) for _ in range(7)]
             consumer.kill()  # no release: its lease must expire
-            consumer.wait()
+            await anyio.to_thread.run_sync(consumer.wait)
             consumer.stdout.close()
-            first = [(a, int(v)) for a, v in done_by_first]
+            first = [(a, int(v)) for a, v in (line.split() for line in lines)]
             rest = await consume(store, name, len(appended) - len(first))
             assert sorted(first + rest) == sorted(appended)
         finally:
