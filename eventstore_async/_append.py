@@ -48,7 +48,7 @@ from ._plan import (
 from ._records import ChangeSetRecord, CommitRejected
 from ._timeutil import now_us
 
-__all__ = ["Appender", "Committed", "full_jitter"]
+__all__ = ["AppendCounters", "Appender", "Committed", "full_jitter"]
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
@@ -66,18 +66,33 @@ class Committed:
     earlier: ChangeSetRecord | None
 
 
+@dataclass(slots=True)
+class AppendCounters:
+    """What this process's appends cost, for tuning (``EventStore.metrics``)."""
+
+    commits: int = 0  # transactions that succeeded
+    attempts: int = 0  # transactions sent (commits + refused + failed)
+    feed_retries: int = 0  # refused only because a feed shard had moved on
+    conflict_retries: int = 0  # TransactionConflict, or ANY appends that lost a race
+
+
 class Appender:
     def __init__(self, backend: Backend, config: StoreConfig) -> None:
         self._backend = backend
         self._retries = config.conflict_retries
         self._backoff = (config.backoff_base, config.backoff_max)
         self._feed = FeedPositions(backend, config.feed_shards)
+        self.counters = AppendCounters()
 
     async def append(
         self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
     ) -> list[Committed]:
         """Commit every request atomically (one transaction)."""
         versions = await self._start_versions(requests, expected)
+        async with self._feed.turns(requests):
+            return await self._commit(requests, versions)
+
+    async def _commit(self, requests: list[AppendRequest], versions: list[int]) -> list[Committed]:
         timestamp_us = now_us()
         attempt = feed_retries = 0
         while True:
@@ -85,9 +100,11 @@ class Appender:
                 plan_append(r, v, timestamp_us) for r, v in zip(requests, versions, strict=True)
             ]
             feed = await self._feed.writes(requests, versions, timestamp_us)
+            self.counters.attempts += 1
             try:
                 await self._backend.commit(combine(plans, feed))
                 self._feed.committed(feed)
+                self.counters.commits += 1
                 return [Committed(version + 1, timestamp_us, None) for version in versions]
             except CommitRejected as rejected:
                 outcomes = explain_each(rejected, plans, requests)
@@ -102,11 +119,13 @@ class Appender:
             if feed_behind and not any(outcomes) and feed_retries < FEED_RETRIES:
                 # Only the shard moved on: retry at once at the position it reported.
                 feed_retries += 1
+                self.counters.feed_retries += 1
                 await anyio.sleep(full_jitter(0, *self._backoff))
                 continue
             if last:
                 raise _still_busy(requests, attempt)
             versions = [_retry_version(o, v) for o, v in zip(outcomes, versions, strict=True)]
+            self.counters.conflict_retries += 1
             await anyio.sleep(full_jitter(attempt, *self._backoff))
             attempt += 1
 

@@ -13,8 +13,12 @@ counter's current value (``ALL_OLD``), so the retry needs no extra read.
 
 from __future__ import annotations
 
+import contextlib
 import zlib
 from collections import defaultdict
+from collections.abc import AsyncIterator
+
+import anyio
 
 from ._backend import Backend
 from ._plan import AppendRequest
@@ -43,6 +47,21 @@ class FeedPositions:
         self._backend = backend
         self.shards = shards
         self._known: dict[int, int] = {}
+        self._locks: dict[int, anyio.Lock] = {}
+
+    @contextlib.asynccontextmanager
+    async def turns(self, requests: list[AppendRequest]) -> AsyncIterator[None]:
+        """Take the shards' turns in this process: two tasks of one process would only
+        refuse each other's position, so they wait for each other instead (a lock per
+        shard, taken in shard order)."""
+        if not self.shards:
+            yield
+            return
+        shards = sorted({shard_of(r.aggregate_id, self.shards) for r in requests})
+        async with contextlib.AsyncExitStack() as stack:
+            for shard in shards:
+                await stack.enter_async_context(self._locks.setdefault(shard, anyio.Lock()))
+            yield
 
     async def writes(
         self, requests: list[AppendRequest], versions: list[int], timestamp_us: int

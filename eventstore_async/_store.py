@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
@@ -127,6 +128,13 @@ class EventStore:
     @property
     def config(self) -> StoreConfig:
         return self._config
+
+    @property
+    def metrics(self) -> dict[str, int]:
+        """Counters of this store's appends: ``commits``, ``attempts`` (transactions
+        sent), ``feed_retries`` (refused because a feed shard moved on) and
+        ``conflict_retries`` (TransactionConflict, or ANY appends that lost a race)."""
+        return dataclasses.asdict(self._appender.counters)
 
     def register(self, *types: type[msgspec.Struct]) -> None:
         """Make loads decode events of these Struct types back to them.
