@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint emulator test-localstack clean
+.PHONY: install demo test lint emulator test-localstack bench clean webapp loadtest
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,35 @@ lint: $(STAMP)
 
 emulator: $(STAMP)
 	$(PY) -m eventstore_async.emulator
+
+# Client CPU, throughput and latency against stock aiobotocore and boto3 in threads
+# (benchmarks/README.md). `make bench BENCH_ARGS=--quick` for a short run; see --help.
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_ARGS ?=
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	$(PY) -m benchmarks.bench $(BENCH_ARGS)
+
+# The example web app (examples/webapp.py) and the seed's load test against it
+# (benchmarks/loadtest.py, see benchmarks/README.md). `make webapp WEBAPP_ARGS=--memory`,
+# `make loadtest LOADTEST_ARGS=--find-max`; see --help of each.
+WEB_STAMP := $(VENV)/.installed-web
+WEBAPP_ARGS ?= --emulator
+LOADTEST_ARGS ?=
+
+$(WEB_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[dev,web]'
+	touch $(WEB_STAMP)
+
+webapp: $(WEB_STAMP)
+	$(PY) -m examples.webapp $(WEBAPP_ARGS)
+
+loadtest: $(WEB_STAMP)
+	$(PY) -m benchmarks.loadtest $(LOADTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,1 @@
+"""Benchmarks for eventstore_async: ``python -m benchmarks.bench --help``."""
