@@ -4,13 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import uuid
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import aclosing, contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Any, Literal, Self, TypeVar
 
 import anyio
 import msgspec
@@ -70,7 +80,28 @@ __all__ = ["EventStore"]
 class _State(enum.Enum):
     UNOPENED = "unopened"
     OPEN = "open"
+    CLOSING = "closing"
     CLOSED = "closed"
+
+
+_Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+
+
+def _operation(method: _Method) -> _Method:
+    """Count a request/response operation in flight, so ``aclose`` can let it finish."""
+
+    @functools.wraps(method)
+    async def counted(self: EventStore, *args: Any, **kwargs: Any) -> Any:
+        self._require_open()
+        self._in_flight += 1
+        try:
+            return await method(self, *args, **kwargs)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    return counted  # type: ignore[return-value]
 
 
 class EventStore:
@@ -97,6 +128,8 @@ class EventStore:
         self._backend: Backend = _backend or DynamoDBBackend(config)
         self._appender = Appender(self._backend, config)
         self._state = _State.UNOPENED
+        self._in_flight = 0
+        self._idle = anyio.Event()
         self._wire_payloads()
 
     def _wire_payloads(self) -> None:
@@ -165,12 +198,23 @@ class EventStore:
     ) -> None:
         await self.aclose()
 
-    async def aclose(self) -> None:
-        """Close the clients; safe to call twice. Runs to the end even when cancelled."""
-        if self._state is _State.CLOSED:
+    async def aclose(self, *, grace_seconds: float = 10.0) -> None:
+        """Close the clients; safe to call twice. Runs to the end even when cancelled.
+
+        New operations are refused at once (:class:`StoreClosedError`); operations in
+        flight get up to ``grace_seconds`` to finish before the clients close under
+        them (they then fail with a :class:`StorageError`; an append among them may
+        have landed, see :class:`CommitOutcomeUnknownError`).
+        """
+        if self._state in (_State.CLOSING, _State.CLOSED):
             return
-        self._state = _State.CLOSED
+        self._state = _State.CLOSING
         with anyio.CancelScope(shield=True):
+            with anyio.move_on_after(grace_seconds):
+                while self._in_flight:
+                    self._idle = anyio.Event()
+                    await self._idle.wait()
+            self._state = _State.CLOSED
             await self._backend.aclose()
 
     def _require_open(self) -> None:
@@ -181,6 +225,7 @@ class EventStore:
 
     # -- schema -------------------------------------------------------------------------
 
+    @_operation
     async def create_schema(self) -> None:
         """Create the table (and bucket, when configured) if missing. Idempotent.
 
@@ -190,6 +235,7 @@ class EventStore:
         self._require_open()
         await self._backend.create_schema()
 
+    @_operation
     async def drop_schema(self) -> None:
         """Delete the table and the bucket, with all their data."""
         self._require_open()
@@ -197,6 +243,7 @@ class EventStore:
 
     # -- writes -------------------------------------------------------------------------
 
+    @_operation
     async def append(
         self,
         aggregate_id: str,
@@ -244,6 +291,7 @@ class EventStore:
         (change_set,) = await self._commit([header], [events])
         return change_set
 
+    @_operation
     async def append_many(self, appends: Sequence[Append]) -> list[ChangeSet]:
         """Append change sets to several aggregates atomically, in one transaction.
 
@@ -348,6 +396,7 @@ class EventStore:
                 await self._offloader.discard(ours.key)
         return await self._decoder.change_set(earlier)
 
+    @_operation
     async def sweep_orphans(self, *, older_than: timedelta = timedelta(hours=1)) -> SweepReport:
         """Delete offloaded objects that no change set references, and abort old
         multipart uploads: what a writer that crashed mid-append left behind.
@@ -375,6 +424,7 @@ class EventStore:
 
     # -- reads --------------------------------------------------------------------------
 
+    @_operation
     async def load(
         self,
         aggregate_id: str,
@@ -410,6 +460,7 @@ class EventStore:
             raise InvalidInputError("from_version", "must be 1 when loading from a snapshot")
         return await load_from_snapshot(self._backend, self._decoder, aggregate_id, schema, high)
 
+    @_operation
     async def save_snapshot(
         self,
         aggregate_id: str,
@@ -494,6 +545,7 @@ class EventStore:
             async for event in events:
                 yield event
 
+    @_operation
     async def load_many(
         self, aggregate_ids: Iterable[str], *, concurrency: int = 16
     ) -> dict[str, AggregateHistory | None]:
@@ -572,6 +624,7 @@ class EventStore:
             raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
         return Subscription(self._backend, self._codec, self._decoder, settings)
 
+    @_operation
     async def get_view(self, view: str, key: str) -> Any | None:
         """A read-model document written by ``Subscription.project``, or None."""
         self._require_open()
@@ -581,6 +634,7 @@ class EventStore:
             return None
         return self._codec.decode_events(record.document)[0]
 
+    @_operation
     async def head(self, aggregate_id: str) -> AggregateHead | None:
         """The aggregate's head, or ``None`` when it does not exist (consistent read)."""
         self._require_open()

@@ -100,10 +100,11 @@ async def make_store(
         return store
 
     yield factory  # type: ignore[misc]
-    if opened and base is not None:
-        await opened[0].drop_schema()
     for store in opened:
         await store.aclose()
+    if opened and base is not None:  # with a store of its own: the test may have closed its
+        async with EventStore(opened[0].config) as admin:
+            await admin.drop_schema()
 
 
 def _memory_sibling(
