@@ -68,8 +68,11 @@ from ._validation import (
     check_aggregate_id,
     check_aggregate_type,
     check_commit_id,
+    check_count,
     check_expected_version,
     check_metadata,
+    check_seconds,
+    check_start,
     check_version_range,
 )
 from ._views import check_name, check_view_key, check_view_name
@@ -612,12 +615,12 @@ class EventStore:
         self._require_open()
         settings = SubscriptionSettings(
             name=check_name(name, "name"),
-            start=_check_start(start),
+            start=check_start(start),
             shards=self._config.feed_shards,
-            lease_seconds=_check_seconds(lease_seconds, "lease_seconds", 0.5, 3600.0),
-            buffer=_check_count(buffer, "buffer"),
-            poll_min=_check_seconds(poll_interval, "poll_interval", 0.001, 60.0),
-            poll_max=_check_seconds(max_poll_interval, "max_poll_interval", 0.001, 600.0),
+            lease_seconds=check_seconds(lease_seconds, "lease_seconds", 0.5, 3600.0),
+            buffer=check_count(buffer, "buffer"),
+            poll_min=check_seconds(poll_interval, "poll_interval", 0.001, 60.0),
+            poll_max=check_seconds(max_poll_interval, "max_poll_interval", 0.001, 600.0),
             wait=bool(wait),
         )
         if not settings.shards:
@@ -714,21 +717,3 @@ def _naming(prefix: str) -> Iterator[None]:
         if not prefix:
             raise
         raise InvalidInputError(prefix + exc.argument, exc.problem) from None
-
-
-def _check_start(start: Any) -> Literal["beginning", "end"]:
-    if start not in ("beginning", "end"):
-        raise InvalidInputError("start", "must be 'beginning' or 'end'")
-    return start  # type: ignore[no-any-return]
-
-
-def _check_seconds(value: Any, argument: str, low: float, high: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
-        raise InvalidInputError(argument, f"must be a number of seconds from {low} to {high}")
-    return float(value)
-
-
-def _check_count(value: Any, argument: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
-        raise InvalidInputError(argument, "must be an int from 1 to 1,000,000")
-    return value

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import Any, Literal
 
 from ._errors import InvalidInputError
 from ._models import AnyVersion
@@ -17,9 +17,12 @@ __all__ = [
     "check_aggregate_id",
     "check_aggregate_type",
     "check_commit_id",
+    "check_count",
     "check_events",
     "check_expected_version",
     "check_metadata",
+    "check_seconds",
+    "check_start",
     "check_version_range",
 ]
 
@@ -124,3 +127,21 @@ def _check_text(value: str, argument: str) -> None:
         return
     kind = "lone surrogate" if found.group() >= "\ud800" else "control character"
     raise InvalidInputError(argument, f"holds a {kind} at index {found.start()}")
+
+
+def check_start(start: Any) -> Literal["beginning", "end"]:
+    if start not in ("beginning", "end"):
+        raise InvalidInputError("start", "must be 'beginning' or 'end'")
+    return start  # type: ignore[no-any-return]
+
+
+def check_seconds(value: Any, argument: str, low: float, high: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+        raise InvalidInputError(argument, f"must be a number of seconds from {low} to {high}")
+    return float(value)
+
+
+def check_count(value: Any, argument: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 1_000_000:
+        raise InvalidInputError(argument, "must be an int from 1 to 1,000,000")
+    return value
