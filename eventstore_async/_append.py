@@ -151,9 +151,7 @@ class Appender:
                     f"aggregate {request.aggregate_id!r}: part of a batch with the same commit "
                     "ids is stored and part is not"
                 )
-            record = outcome.record or await self._backend.get_change_set(
-                request.aggregate_id, outcome.version
-            )
+            record = outcome.record or await self._read_back(request, outcome.version, requests)
             if record is None or record.commit_id != request.commit_id:
                 raise IntegrityError(
                     f"aggregate {request.aggregate_id!r}: commit {request.commit_id!r} is "
@@ -161,6 +159,15 @@ class Appender:
                 )
             committed.append(Committed(record.version, record.timestamp_us, record))
         return committed
+
+    async def _read_back(
+        self, request: AppendRequest, version: int, requests: list[AppendRequest]
+    ) -> ChangeSetRecord | None:
+        """The landed change set; if it cannot be read now, the caller is told to retry."""
+        try:
+            return await self._backend.get_change_set(request.aggregate_id, version)
+        except StorageError as exc:
+            raise _outcome_unknown(requests, exc, "it landed but could not be read back") from exc
 
     async def _settle_unknown(
         self,
@@ -176,16 +183,21 @@ class Appender:
             record = None
         if record is not None and record.commit_id == first.commit_id:
             return [Committed(version + 1, timestamp_us, None) for version in versions]
-        commit_ids = tuple(request.commit_id for request in requests)
-        raise CommitOutcomeUnknownError(
-            f"the append of commit {', '.join(map(repr, commit_ids))} may or may not have "
-            f"landed ({exc}); retry with the same commit ids and expected versions, "
-            "it lands at most once",
-            code=exc.code,
-            operation=exc.operation,
-            commit_id=first.commit_id,
-            commit_ids=commit_ids,
-        ) from exc
+        raise _outcome_unknown(requests, exc, "it may or may not have landed") from exc
+
+
+def _outcome_unknown(
+    requests: list[AppendRequest], exc: StorageError, what: str
+) -> CommitOutcomeUnknownError:
+    commit_ids = tuple(request.commit_id for request in requests)
+    return CommitOutcomeUnknownError(
+        f"the append of commit {', '.join(map(repr, commit_ids))}: {what} ({exc}); retry "
+        "with the same commit ids and expected versions, it lands at most once",
+        code=exc.code,
+        operation=exc.operation,
+        commit_id=commit_ids[0],
+        commit_ids=commit_ids,
+    )
 
 
 #: Attempts after a stale feed position (each refusal reports the current one).

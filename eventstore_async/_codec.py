@@ -93,9 +93,14 @@ class EventCodec:
 
     def _envelope(self, index: int, event: Any) -> tuple[str | None, Any]:
         if isinstance(event, RawEvent):  # written back under the type it was read with
+            if not isinstance(event.type, str) or not event.type:
+                raise InvalidInputError(f"events[{index}]", "a RawEvent's type must be a str")
+            self._check_decodes(index, event.type, event.data)
             return (event.type, event.data)
         if isinstance(event, msgspec.Struct):
-            return (self._name_of(index, type(event)), event)
+            name = self._name_of(index, type(event))
+            self._check_decodes(index, name, event)
+            return (name, event)
         if isinstance(event, Mapping):
             if not all(isinstance(key, str) for key in event):
                 raise InvalidInputError(f"events[{index}]", "mapping keys must be strings")
@@ -104,6 +109,21 @@ class EventCodec:
             f"events[{index}]",
             f"must be a msgspec.Struct or a mapping, not {type(event).__name__}",
         )
+
+    def _check_decodes(self, index: int, name: str, body: Any) -> None:
+        """A Struct's constructor does not check field types; an event that would not
+        decode back to its registered type would make the aggregate unloadable."""
+        decoder = self._decoders.get(name)
+        if decoder is None:
+            return
+        try:
+            decoder.decode(self._encoder.encode(body))
+        except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+            raise InvalidInputError(
+                f"events[{index}]", f"does not match its type {name!r}: {exc}"
+            ) from None
+        except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
+            raise InvalidInputError(f"events[{index}]", f"cannot be encoded: {exc}") from None
 
     def _name_of(self, index: int, cls: type[msgspec.Struct]) -> str:
         name = self._names.get(cls)

@@ -6,12 +6,14 @@ The offload logic (``_offload``) is written once against :class:`ObjectStore`;
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
 from ._aws_errors import translate_errors
+from ._errors import StorageError
 
 __all__ = ["ObjectInfo", "ObjectStore", "S3Objects", "UploadInfo"]
 
@@ -66,6 +68,12 @@ class ObjectStore(Protocol):
         ...
 
 
+def multipart_etag(part_etags: list[str]) -> str:
+    """S3's ETag of a completed multipart object: MD5 of the parts' MD5s, and their count."""
+    digests = b"".join(bytes.fromhex(etag.strip('"')) for etag in part_etags)
+    return f"{hashlib.md5(digests, usedforsecurity=False).hexdigest()}-{len(part_etags)}"
+
+
 class S3Objects:
     """:class:`ObjectStore` on one S3 bucket."""
 
@@ -74,8 +82,13 @@ class S3Objects:
         self._bucket = bucket
 
     async def put(self, key: str, body: bytes) -> None:
-        with translate_errors("PutObject"):
-            await self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, IfNoneMatch="*")
+        try:
+            with translate_errors("PutObject"):
+                await self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, IfNoneMatch="*")
+        except StorageError as exc:
+            expected = hashlib.md5(body, usedforsecurity=False).hexdigest()
+            if not await self._written_by_us(exc, key, expected):
+                raise
 
     async def start_multipart(self, key: str) -> str:
         with translate_errors("CreateMultipartUpload"):
@@ -91,14 +104,31 @@ class S3Objects:
 
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
         parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]
-        with translate_errors("CompleteMultipartUpload"):
-            await self._s3.complete_multipart_upload(
-                Bucket=self._bucket,
-                Key=key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                IfNoneMatch="*",
-            )
+        try:
+            with translate_errors("CompleteMultipartUpload"):
+                await self._s3.complete_multipart_upload(
+                    Bucket=self._bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+        except StorageError as exc:
+            if not await self._written_by_us(exc, key, multipart_etag(etags)):
+                raise
+
+    async def _written_by_us(self, exc: StorageError, key: str, etag: str) -> bool:
+        """After a lost response botocore re-sends the write, which the condition then
+        refuses (412; for a completed upload, 404 NoSuchUpload). Keys are random, so an
+        object with our ETag there is our own first attempt: the write succeeded."""
+        if exc.code not in {"PreconditionFailed", "412", "NoSuchUpload"}:
+            return False
+        try:
+            with translate_errors("HeadObject"):
+                head = await self._s3.head_object(Bucket=self._bucket, Key=key)
+        except StorageError:
+            return False
+        return str(head.get("ETag", "")).strip('"') == etag
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
         with translate_errors("AbortMultipartUpload"):

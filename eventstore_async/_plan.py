@@ -104,7 +104,7 @@ def plan_append(request: AppendRequest, expected: int, timestamp_us: int) -> Com
     if request.guarded:
         marker = MarkerRecord(request.aggregate_id, request.commit_id, version)
         writes.append(PutMarker(record=marker))
-    return CommitPlan(writes=tuple(writes), token=request_token(request, version))
+    return CommitPlan(writes=tuple(writes), token=request_token(request, version, timestamp_us))
 
 
 def combine(plans: list[CommitPlan], extra: Sequence[Write] = ()) -> CommitPlan:
@@ -133,14 +133,17 @@ def explain_each(
     return outcomes
 
 
-def request_token(request: AppendRequest, version: int) -> str:
+def request_token(request: AppendRequest, version: int, timestamp_us: int) -> str:
     """The ``ClientRequestToken`` (at most 36 characters) of one attempt.
 
-    It depends on the version too: an ANY append that retries at another version
-    sends other parameters, and DynamoDB refuses a token reused with new parameters.
+    botocore re-sends a request unchanged, token included, so DynamoDB answers a
+    re-sent transaction that already landed with success. Any other attempt has other
+    parameters (another version, or a later call's timestamps) and so gets another
+    token: DynamoDB refuses a token reused with new parameters
+    (IdempotentParameterMismatch), and the conditions find the landed commit instead.
     """
-    seed = f"{request.aggregate_id}\x00{request.commit_id}\x00{version}".encode()
-    return hashlib.sha256(seed).hexdigest()[:36]
+    seed = f"{request.aggregate_id}\x00{request.commit_id}\x00{version}\x00{timestamp_us}"
+    return hashlib.sha256(seed.encode()).hexdigest()[:36]
 
 
 # -- what a refusal means -------------------------------------------------------------------
@@ -191,7 +194,8 @@ def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) 
     if not failed:
         codes = rejected.codes()
         return Busy() if codes == {"TransactionConflict"} else Refused(codes=tuple(sorted(codes)))
-    for write, reason in failed:
+    # The change set's own old item says the most (it needs no read-back): look first.
+    for write, reason in sorted(failed, key=lambda pair: isinstance(pair[0], HeadWrite)):
         landed = _landed(write, reason.old, request.commit_id)
         if landed is not None:
             return landed

@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._items import item_size, record_to_item
 from ._load import load_from_snapshot, load_history, read_change_sets
+from ._logs import install_redaction
 from ._memory import MemoryBackend
 from ._models import (
     ANY,
@@ -188,7 +189,9 @@ class EventStore:
     async def __aenter__(self) -> Self:
         if self._state is not _State.UNOPENED:
             raise StoreClosedError(f"the store is {self._state.value}; create a new EventStore")
+        install_redaction()
         await self._backend.open()
+        install_redaction()  # again: opening the clients created more loggers
         self._wire_payloads()
         self._state = _State.OPEN
         return self

@@ -361,18 +361,19 @@ def test_request_token_fits_client_request_token(
         commit_id=commit_id,
         guarded=False,
     )
-    token = request_token(request, version)
+    token = request_token(request, version, NOW)
     assert 1 <= len(token) <= 36
     assert token.isascii()
-    assert token == request_token(request, version)
+    assert token == request_token(request, version, NOW)
 
 
 def test_request_token_differs_by_version_and_commit() -> None:
     request = _request()
-    assert request_token(request, 1) != request_token(request, 2)
-    assert request_token(request, 1) != request_token(_request(commit_id="other"), 1)
-    assert plan_append(request, 0, NOW).token == request_token(request, 1)
-    assert plan_append(request, 0, NOW).token == plan_append(request, 0, NOW + 1).token
+    assert request_token(request, 1, NOW) != request_token(request, 2, NOW)
+    assert request_token(request, 1, NOW) != request_token(_request(commit_id="other"), 1, NOW)
+    assert request_token(request, 1, NOW) != request_token(request, 1, NOW + 1)
+    assert plan_append(request, 0, NOW).token == request_token(request, 1, NOW)
+    assert plan_append(request, 0, NOW).token != plan_append(request, 0, NOW + 1).token
 
 
 # -- explain ----------------------------------------------------------------------------
