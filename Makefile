@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint emulator test-localstack bench clean webapp loadtest
+.PHONY: install demo test lint emulator test-localstack bench clean webapp loadtest chaos
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,14 @@ webapp: $(WEB_STAMP)
 
 loadtest: $(WEB_STAMP)
 	$(PY) -m benchmarks.loadtest $(LOADTEST_ARGS)
+
+# The chaos run (tests/chaos/run.py): writer processes append through a fault-injecting
+# proxy, then a checker reads the table directly; prints the figures, exits 1 on any
+# violation. `make chaos CHAOS_ARGS="--seed 2 --emulate-request-tokens --offload-ratio 0.1"`.
+CHAOS_ARGS ?=
+
+chaos: $(STAMP)
+	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
