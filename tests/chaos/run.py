@@ -72,10 +72,10 @@ class ChaosOptions:
     any_ratio: float = 0.15
     unknown_retries: int = 6
     abandon_ratio: float = 0.2
-    emulate_request_tokens: bool = False
+    emulate_request_tokens: bool = True  # as DynamoDB does (moto does not)
     #: share of appends big enough to be offloaded to S3 (0: none); with offloads the
     #: run waits out the commit window, sweeps orphans, and then checks none is left
-    offload_ratio: float = 0.0
+    offload_ratio: float = 0.05  # change sets big enough to go to S3
     offload_threshold_bytes: int = 2048
     max_upload_seconds: float = 10.0
     fault_log: str | None = None
@@ -409,8 +409,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ChaosOptions, str | N
         )
     parser.add_argument(
         "--emulate-request-tokens",
-        action="store_true",
-        help="emulate DynamoDB ClientRequestToken idempotency in the proxy (moto lacks it)",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.emulate_request_tokens,
+        help="emulate DynamoDB ClientRequestToken idempotency in the proxy (moto lacks it; on)",
     )
     parser.add_argument("--fault-log", default=None, help="log every injected fault here")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
