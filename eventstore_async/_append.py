@@ -76,23 +76,52 @@ class AppendCounters:
     conflict_retries: int = 0  # TransactionConflict, or ANY appends that lost a race
 
 
+@dataclass(slots=True)
+class _Progress:
+    """The transaction in flight, if any: (versions, timestamp) of the attempt."""
+
+    sending: tuple[list[int], int] | None = None
+
+
 class Appender:
     def __init__(self, backend: Backend, config: StoreConfig) -> None:
         self._backend = backend
         self._retries = config.conflict_retries
         self._backoff = (config.backoff_base, config.backoff_max)
+        self._deadline = config.append_deadline_seconds
         self._feed = FeedPositions(backend, config.feed_shards)
         self.counters = AppendCounters()
 
     async def append(
         self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
     ) -> list[Committed]:
-        """Commit every request atomically (one transaction)."""
-        versions = await self._start_versions(requests, expected)
-        async with self._feed.turns(requests):
-            return await self._commit(requests, versions)
+        """Commit every request atomically (one transaction), within the deadline."""
+        progress = _Progress()
+        with anyio.move_on_after(self._deadline):
+            versions = await self._start_versions(requests, expected)
+            async with self._feed.turns(requests):
+                return await self._commit(requests, versions, progress)
+        return await self._past_deadline(requests, progress)
 
-    async def _commit(self, requests: list[AppendRequest], versions: list[int]) -> list[Committed]:
+    async def _past_deadline(
+        self, requests: list[AppendRequest], progress: _Progress
+    ) -> list[Committed]:
+        """The deadline passed. With a transaction in flight the outcome is unknown
+        (settled by a read if possible); otherwise nothing was written."""
+        timeout = StorageUnavailableError(
+            f"aggregate {requests[0].aggregate_id!r}: no commit within the append deadline "
+            f"({self._deadline:g} s)",
+            code="AppendDeadline",
+            operation="TransactWriteItems",
+        )
+        if progress.sending is None:
+            raise timeout
+        versions, timestamp_us = progress.sending
+        return await self._settle_unknown(requests, versions, timestamp_us, timeout)
+
+    async def _commit(
+        self, requests: list[AppendRequest], versions: list[int], progress: _Progress
+    ) -> list[Committed]:
         timestamp_us = now_us()
         attempt = feed_retries = 0
         while True:
@@ -101,12 +130,14 @@ class Appender:
             ]
             feed = await self._feed.writes(requests, versions, timestamp_us)
             self.counters.attempts += 1
+            progress.sending = (versions, timestamp_us)
             try:
                 await self._backend.commit(combine(plans, feed))
                 self._feed.committed(feed)
                 self.counters.commits += 1
                 return [Committed(version + 1, timestamp_us, None) for version in versions]
             except CommitRejected as rejected:
+                progress.sending = None  # refused: this attempt wrote nothing
                 outcomes = explain_each(rejected, plans, requests)
                 offset = sum(len(plan.writes) for plan in plans)
                 feed_behind = self._feed.correct(rejected, feed, offset)

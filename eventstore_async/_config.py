@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import re
+import urllib.parse
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,6 +14,7 @@ from ._errors import InvalidInputError
 __all__ = ["StoreConfig"]
 
 _TABLE_NAME = re.compile(r"[A-Za-z0-9_.-]{3,255}")
+_REGION = re.compile(r"[a-z0-9][a-z0-9-]{1,30}[a-z0-9]")
 _KEY_PREFIX = re.compile(r"(?!/)[A-Za-z0-9._/-]{0,255}/")
 _BUCKET_NAME = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
 
@@ -46,6 +47,7 @@ _ENV_FIELDS: dict[str, str] = {
     "EVENTSTORE_KEY_PREFIX": "key_prefix",
     "EVENTSTORE_COMPRESSION": "compression",
     "EVENTSTORE_FEED_SHARDS": "feed_shards",
+    "EVENTSTORE_FAST_PATH": "fast_path",
 }
 
 
@@ -100,24 +102,28 @@ class StoreConfig:
     #: Shards of the global feed (0: no feed, appends pay nothing for it). Every store
     #: writing to a table must use the same value. See the README ("Global feed").
     feed_shards: int = 0
+    #: An append that has not committed after this long stops retrying (see the
+    #: README's retry policy). Bounds every retry loop, and with it the sweep's grace.
+    append_deadline_seconds: float = 60.0
     #: An upload that takes longer is deleted instead of committed, which bounds how
     #: long an object can wait for its transaction (see ``sweep_orphans``).
     max_upload_seconds: float = 900.0
+    #: Send DynamoDB's data-plane calls (TransactWriteItems, Query, GetItem, BatchGetItem)
+    #: on the fast path (``_wire.py``: the same requests, signing, retries and errors,
+    #: at a third of the CPU). It is used only with the aiobotocore/botocore versions it
+    #: was tested with; ``False`` sends every call through the stock aiobotocore client.
+    fast_path: bool = True
 
     @property
     def commit_window_seconds(self) -> float:
-        """The longest an append may still commit after its object was started.
-
-        Upload time (at most ``max_upload_seconds``), then at most
-        ``conflict_retries + 2`` rounds (a head read and the commits) of
-        ``max_attempts`` requests, each bounded by both timeouts, plus the backoff.
-        """
-        per_request = self.connect_timeout + self.read_timeout
-        rounds = (self.conflict_retries + 2) * self.max_attempts
+        """The longest an append may still commit after its object was started: the
+        upload (at most ``max_upload_seconds``), the append's deadline, and one more
+        request time for a transaction sent just before the deadline."""
         return (
             self.max_upload_seconds
-            + rounds * per_request
-            + self.conflict_retries * self.backoff_max
+            + self.append_deadline_seconds
+            + self.connect_timeout
+            + self.read_timeout
         )
 
     def __post_init__(self) -> None:
@@ -182,11 +188,39 @@ def _check_names(config: StoreConfig) -> None:
         raise InvalidInputError(
             "bucket_name", "must be 3-63 characters of lowercase letters, digits, '.', '-'"
         )
-    if not isinstance(config.region_name, str) or not config.region_name:
-        raise InvalidInputError("region_name", "must be a non-empty string")
-    url = config.endpoint_url
-    if url is not None and not (isinstance(url, str) and url.startswith(("http://", "https://"))):
-        raise InvalidInputError("endpoint_url", "must be an http:// or https:// URL")
+    region = config.region_name
+    if not isinstance(region, str) or not _REGION.fullmatch(region):
+        raise InvalidInputError("region_name", "must be a region name such as 'us-east-1'")
+    _check_endpoint(config.endpoint_url)
+    for name in ("aws_access_key_id", "aws_secret_access_key", "aws_session_token"):
+        value = getattr(config, name)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise InvalidInputError(name, "must be a non-empty str or None")  # value not shown
+
+
+def _check_endpoint(url: object) -> None:
+    if url is None:
+        return
+    problem = "must be an http:// or https:// URL with a host"
+    if not isinstance(url, str) or any(c.isspace() for c in url):
+        raise InvalidInputError("endpoint_url", problem)
+    try:
+        parts = urllib.parse.urlsplit(url)
+        port = parts.port  # raises on a bad port
+    except ValueError:
+        raise InvalidInputError("endpoint_url", problem) from None
+    if parts.scheme not in ("http", "https") or not parts.hostname or port == 0:
+        raise InvalidInputError("endpoint_url", problem)
+
+
+_SECONDS_LIMITS: dict[str, float] = {
+    "connect_timeout": 3600,
+    "read_timeout": 3600,
+    "backoff_base": 60,
+    "backoff_max": 3600,
+    "max_upload_seconds": 86400,
+    "append_deadline_seconds": 3600,
+}
 
 
 def _check_numbers(config: StoreConfig) -> None:
@@ -208,20 +242,15 @@ def _check_numbers(config: StoreConfig) -> None:
             "key_prefix",
             "must be 1-256 characters of A-Za-z0-9 ._-/ ending in '/', not starting with '/'",
         )
-    for name in (
-        "connect_timeout",
-        "read_timeout",
-        "backoff_base",
-        "backoff_max",
-        "max_upload_seconds",
-    ):
+    for name, most in _SECONDS_LIMITS.items():
         value = getattr(config, name)
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise InvalidInputError(name, "must be a number of seconds")
-        if not math.isfinite(value) or value <= 0:
-            raise InvalidInputError(name, "must be a positive, finite number of seconds")
-    if not isinstance(config.verify_tls, bool):
-        raise InvalidInputError("verify_tls", "must be True or False")
+        if not 0 < value <= most:  # compares ints of any size without OverflowError
+            raise InvalidInputError(name, f"must be more than 0 and at most {most} seconds")
+    for flag in ("verify_tls", "fast_path"):
+        if not isinstance(getattr(config, flag), bool):
+            raise InvalidInputError(flag, "must be True or False")
 
 
 def _require_int(config: StoreConfig, name: str, low: int, high: int) -> None:

