@@ -169,19 +169,34 @@ class EventCodec:
             IntegrityError: unknown format byte, malformed bytes, or a registered type
                 whose stored body no longer matches its Struct definition.
         """
-        if payload[:1] == bytes((FORMAT_FRAMED,)):
+        first = payload[0] if payload else -1
+        if first == FORMAT_MSGPACK:
+            return self._decode_array(payload)
+        if first == FORMAT_FRAMED:
             decoder = FrameDecoder(self)
             events = decoder.feed(payload)
             decoder.close()
             return tuple(events)
-        if not payload or payload[0] != FORMAT_MSGPACK:
-            head = payload[:1].hex() or "empty"
-            raise IntegrityError(f"unknown change set payload format (first byte {head})")
+        head = payload[:1].hex() or "empty"
+        raise IntegrityError(f"unknown change set payload format (first byte {head})")
+
+    def _decode_array(self, payload: bytes) -> tuple[Any, ...]:
         try:
             envelopes = self._envelopes.decode(memoryview(payload)[1:])
         except msgspec.DecodeError as exc:
             raise IntegrityError(f"malformed change set payload: {exc}") from exc
-        return tuple(self._decode_envelope(name, raw) for name, raw in envelopes)
+        events = []
+        decoders = self._decoders
+        for name, raw in envelopes:  # the common case inline: a registered type decodes
+            decoder = decoders.get(name) if name is not None else None
+            if decoder is not None:
+                try:
+                    events.append(decoder.decode(raw))
+                    continue
+                except (msgspec.DecodeError, msgspec.ValidationError):
+                    pass  # _decode_envelope raises it with its message
+            events.append(self._decode_envelope(name, raw))
+        return tuple(events)
 
     def decode_frame(self, frame: memoryview) -> Any:
         """Decode one framed envelope (without its length prefix)."""

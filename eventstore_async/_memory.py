@@ -8,7 +8,6 @@ The schema exists from the start; ``drop_schema()`` removes it.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import uuid
 from collections.abc import AsyncGenerator
@@ -16,6 +15,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 
 import anyio.lowlevel
+import msgspec
 
 from ._backend import Page
 from ._errors import SchemaMissingError, StorageError
@@ -232,19 +232,21 @@ def _applied(old: Record | None, write: Write) -> Record | None:
     if isinstance(write, SnapshotIndexWrite):
         assert isinstance(old, HeadRecord)
         snapshots = {**old.snapshots, write.schema: write.versions}
-        return dataclasses.replace(old, snapshots=snapshots, snapshot_seq=old.snapshot_seq + 1)
+        return msgspec.structs.replace(old, snapshots=snapshots, snapshot_seq=old.snapshot_seq + 1)
     if isinstance(write, DeleteSnapshot | DeleteView):
         return None
     if isinstance(write, FeedAdvance):
         return FeedCounterRecord(write.shard, write.expected + write.count)
     if isinstance(write, LeaseWrite):
         if isinstance(old, CheckpointRecord):
-            return dataclasses.replace(old, owner=write.owner, lease_until_us=write.lease_until_us)
+            return msgspec.structs.replace(
+                old, owner=write.owner, lease_until_us=write.lease_until_us
+            )
         return CheckpointRecord(write.name, write.positions, write.owner, write.lease_until_us, 0)
     if isinstance(write, CheckpointWrite):
         assert isinstance(old, CheckpointRecord)
         until = old.lease_until_us if write.lease_until_us is None else write.lease_until_us
-        return dataclasses.replace(
+        return msgspec.structs.replace(
             old, positions=write.positions, seq=old.seq + 1, lease_until_us=until
         )
     return write.record
@@ -260,7 +262,7 @@ def _head_matches(old: Record | None, write: HeadWrite) -> bool:
 def _moved_head(old: Record | None, write: HeadWrite) -> HeadRecord:
     if not isinstance(old, HeadRecord):
         return write.head
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         old,
         version=write.head.version,
         last_commit_id=write.head.last_commit_id,

