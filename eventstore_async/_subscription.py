@@ -131,14 +131,16 @@ class Subscription:
         traceback: TracebackType | None,
     ) -> None:
         group, self._group = self._group, None
-        if group is not None:
-            group.cancel_scope.cancel()
-            await group.__aexit__(None, None, None)
-        if self._receive is not None:
-            self._receive.close()
-        if self._lost is None:
-            with anyio.CancelScope(shield=True):
-                await self._release(save=exc_type is None)
+        try:
+            if group is not None:
+                group.cancel_scope.cancel()
+                await group.__aexit__(None, None, None)
+        finally:  # also when the consumer itself is being cancelled
+            if self._receive is not None:
+                self._receive.close()
+            if self._lost is None:
+                with anyio.CancelScope(shield=True):
+                    await self._release(save=exc_type is None)
 
     async def _acquire(self) -> CheckpointRecord:
         """Take the lease, waiting for another consumer's to end (unless ``wait=False``)."""

@@ -1,0 +1,1 @@
+"""Runnable examples of eventstore_async (``python -m examples.webapp``)."""

@@ -1,0 +1,172 @@
+"""The example web app (examples/webapp.py), driven in-process on the in-memory store."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from eventstore_async import (
+    CommitOutcomeUnknownError,
+    EventStore,
+    StorageUnavailableError,
+)
+from examples.webapp import create_app
+
+pytestmark = pytest.mark.anyio
+
+ORDER_PLACED = {"type": "OrderPlaced", "customer": "ada"}
+ITEM_ADDED = {"type": "ItemAdded", "sku": "book", "qty": 2}
+
+
+@pytest.fixture
+async def client() -> AsyncIterator[httpx.AsyncClient]:
+    # httpx's ASGITransport sends no lifespan events: run the app's lifespan here.
+    app = create_app(EventStore.in_memory)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            yield client
+
+
+async def post(client: httpx.AsyncClient, aggregate_id: str, **body: object) -> httpx.Response:
+    return await client.post(f"/aggregates/{aggregate_id}/changesets", json=body)
+
+
+async def test_append_then_load(client: httpx.AsyncClient) -> None:
+    first = await post(client, "order-1", expected_version=0, events=[ORDER_PLACED])
+    second = await post(client, "order-1", expected_version=1, events=[ITEM_ADDED], commit_id="c-2")
+
+    assert first.status_code == 201
+    assert first.json()["version"] == 1
+    assert first.json()["commit_id"]
+    assert (second.status_code, second.json()) == (201, {"version": 2, "commit_id": "c-2"})
+    loaded = await client.get("/aggregates/order-1")
+    assert loaded.status_code == 200
+    assert loaded.json() == {
+        "aggregate_id": "order-1",
+        "version": 2,
+        "events": [ORDER_PLACED, ITEM_ADDED],
+    }
+
+
+async def test_retry_with_same_commit_id_lands_once(client: httpx.AsyncClient) -> None:
+    for _ in range(2):
+        response = await post(
+            client, "order-1", expected_version=0, events=[ORDER_PLACED], commit_id="c-1"
+        )
+        assert (response.status_code, response.json()["version"]) == (201, 1)
+    assert (await client.get("/aggregates/order-1")).json()["events"] == [ORDER_PLACED]
+
+
+async def test_conflict_is_409_with_the_actual_version(client: httpx.AsyncClient) -> None:
+    await post(client, "order-1", expected_version=0, events=[ORDER_PLACED])
+    await post(client, "order-1", expected_version=1, events=[ITEM_ADDED])
+
+    response = await post(client, "order-1", expected_version=1, events=[ITEM_ADDED])
+
+    assert response.status_code == 409
+    assert response.json() == {"error": "conflict", "expected": 1, "actual": 2}
+
+
+async def test_bad_aggregate_id_is_400_naming_it(client: httpx.AsyncClient) -> None:
+    too_long = "x" * 600
+    appended = await post(client, too_long, expected_version=0, events=[ORDER_PLACED])
+    loaded = await client.get("/aggregates/bad%01id")
+
+    for response in (appended, loaded):
+        assert response.status_code == 400
+        assert response.json()["error"] == "invalid_input"
+        assert response.json()["argument"] == "aggregate_id"
+
+
+@pytest.mark.parametrize(
+    ("body", "argument"),
+    [
+        ({"expected_version": -1, "events": [ORDER_PLACED]}, "expected_version"),
+        ({"expected_version": 0, "events": []}, "events"),
+        ({"expected_version": 0, "events": [ORDER_PLACED], "commit_id": "no spaces"}, "commit_id"),
+        ({"expected_version": "0", "events": [ORDER_PLACED]}, "body"),
+        ({"events": [ORDER_PLACED]}, "body"),
+    ],
+)
+async def test_bad_body_is_400_naming_the_argument(
+    client: httpx.AsyncClient, body: dict[str, object], argument: str
+) -> None:
+    response = await client.post("/aggregates/order-1/changesets", json=body)
+
+    assert response.status_code == 400
+    assert response.json()["argument"] == argument
+    assert (await client.get("/aggregates/order-1")).status_code == 404
+
+
+async def test_malformed_json_is_400(client: httpx.AsyncClient) -> None:
+    response = await client.post("/aggregates/order-1/changesets", content=b"{not json")
+
+    assert (response.status_code, response.json()["argument"]) == (400, "body")
+
+
+async def test_missing_aggregate_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/aggregates/nobody")
+
+    assert response.status_code == 404
+    assert response.json() == {"error": "not_found", "aggregate_id": "nobody"}
+
+
+async def test_storage_unavailable_is_503(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def throttled(*args: object, **kwargs: object) -> None:
+        raise StorageUnavailableError("throttled", code="Throttling", operation="Query")
+
+    monkeypatch.setattr(EventStore, "load", throttled)
+
+    response = await client.get("/aggregates/order-1")
+
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"] == "unavailable"
+
+
+async def test_unknown_commit_outcome_is_503_with_the_commit_id(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def lost(*args: object, **kwargs: object) -> None:
+        raise CommitOutcomeUnknownError(
+            "timed out", code="ReadTimeout", operation="TransactWriteItems", commit_id="c-9"
+        )
+
+    monkeypatch.setattr(EventStore, "append", lost)
+
+    response = await post(client, "order-1", expected_version=0, events=[ORDER_PLACED])
+
+    assert response.status_code == 503
+    assert response.json()["commit_id"] == "c-9"
+
+
+async def test_the_read_model_follows_the_appends() -> None:
+    app = create_app(functools.partial(EventStore.in_memory, feed_shards=2))
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            await post(client, "order-7", expected_version=0, events=[ORDER_PLACED])
+            await post(client, "order-7", expected_version=1, events=[ITEM_ADDED, ITEM_ADDED])
+            summary = await summary_at(client, "order-7", version=2)
+            missing = await client.get("/summaries/order-8")
+
+    assert summary["events"] == 3
+    assert missing.status_code == 404
+
+
+async def summary_at(client: httpx.AsyncClient, aggregate_id: str, version: int) -> Any:
+    """Wait for the background projection to reach ``version``."""
+    with anyio.fail_after(10):
+        while True:
+            response = await client.get(f"/summaries/{aggregate_id}")
+            if response.status_code == 200 and response.json()["version"] == version:
+                return response.json()
+            await anyio.sleep(0.01)
