@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint emulator test-localstack bench clean webapp loadtest chaos
+.PHONY: install demo test lint emulator test-localstack bench clean webapp loadtest chaos feed
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +68,11 @@ CHAOS_ARGS ?=
 
 chaos: $(STAMP)
 	$(PY) -m tests.chaos.run $(CHAOS_ARGS)
+
+# The global feed's cost to appends, and a subscription projecting it live while several
+# processes append: every change set delivered once, in per-aggregate order, lag printed.
+feed: $(STAMP)
+	$(PY) benchmarks/bench_feed.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

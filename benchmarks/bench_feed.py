@@ -9,6 +9,10 @@ the share of transactions refused because a feed shard moved on, and, with the f
 on, the lag from commit to delivery seen by a subscription following live. Runs on
 the embedded emulator (or ``--endpoint-url``): the emulator serialises every request,
 so absolute rates are the emulator's; the ratios and refusal rates are the point.
+
+With the feed on, the subscription's deliveries are checked against the writers'
+acknowledged appends: every one delivered once, each aggregate's in version order (the
+run exits 1 otherwise).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ async def worker(
     config: StoreConfig, name: str, tasks: int, seconds: float, shared: bool
 ) -> dict[str, Any]:
     acks = conflicts = 0
+    acked: list[tuple[str, int]] = []
     async with EventStore(config) as store:
         deadline = time.monotonic() + seconds
 
@@ -45,6 +50,7 @@ async def worker(
                     await store.append(aggregate, [{"n": version}], expected_version=version)
                     version += 1
                     acks += 1
+                    acked.append((aggregate, version))
                 except ConcurrencyError as conflict:
                     conflicts += 1
                     version = conflict.actual
@@ -52,19 +58,41 @@ async def worker(
         async with anyio.create_task_group() as group:
             for index in range(tasks):
                 group.start_soon(task, index)
-        return {"acks": acks, "conflicts": conflicts, **store.metrics}
+        return {"acks": acks, "conflicts": conflicts, "acked": acked, **store.metrics}
 
 
-async def follow(store: EventStore, stop: anyio.Event, lags: list[float]) -> None:
-    async with store.subscribe(
-        f"bench-{uuid.uuid4().hex[:6]}", start="end", poll_interval=0.01, max_poll_interval=0.05
-    ) as sub:
-        with anyio.move_on_after(3600) as scope:
-            async for _ in sub:
-                if sub.last_lag_seconds is not None:
-                    lags.append(sub.last_lag_seconds)
-                if stop.is_set():
-                    scope.cancel()
+class Follower:
+    """A subscription projecting the feed live: what it got, in order, and how late."""
+
+    def __init__(self) -> None:
+        self.delivered: list[tuple[str, int]] = []
+        self.lags: list[float] = []
+        self.expected: int | None = None  # known once the writers are done
+
+    async def follow(self, store: EventStore) -> None:
+        name = f"bench-{uuid.uuid4().hex[:6]}"
+        async with store.subscribe(name, poll_interval=0.01, max_poll_interval=0.05) as sub:
+            async for change_set in sub:
+                if not change_set.aggregate_id.startswith("wake-"):
+                    self.delivered.append((change_set.aggregate_id, change_set.version))
+                    self.lags.append(sub.last_lag_seconds or 0.0)
+                # a projection: the aggregate's latest version, with the checkpoint
+                summary = {"version": change_set.version}
+                await sub.project("latest", put={change_set.aggregate_id: summary})
+                if self.expected is not None and len(self.delivered) >= self.expected:
+                    return
+
+    def check(self, acked: list[tuple[str, int]]) -> dict[str, Any]:
+        """Every acknowledged change set delivered once, each aggregate's in order."""
+        versions: dict[str, list[int]] = {}
+        for aggregate, version in self.delivered:
+            versions.setdefault(aggregate, []).append(version)
+        return {
+            "delivered": len(self.delivered),
+            "acknowledged": len(acked),
+            "all_delivered_once": sorted(self.delivered) == sorted(acked),
+            "in_aggregate_order": all(v == sorted(v) for v in versions.values()),
+        }
 
 
 async def scenario(
@@ -79,20 +107,22 @@ async def scenario(
         aws_secret_access_key="bench",
         read_timeout=30.0,
     )
-    lags: list[float] = []
+    follower = Follower()
     async with EventStore(config) as store:
         await store.create_schema()
-        stop = anyio.Event()
         started = time.perf_counter()
         async with anyio.create_task_group() as group:
             if shards:
-                group.start_soon(follow, store, stop, lags)
+                group.start_soon(follower.follow, store)
             results = await run_workers(config, args, shared)
-            stop.set()
-            await store.append(f"wake-{token}", [{}], expected_version=0)
+            acked = [(a, v) for result in results for a, v in result.pop("acked")]
+            follower.expected = len(acked)
+            await store.append(f"wake-{token}", [{}], expected_version=0)  # if it is idle
         elapsed = time.perf_counter() - started
         await store.drop_schema()
     total = {key: sum(r[key] for r in results) for key in results[0]}
+    lags = follower.lags
+    delivery = follower.check(acked) if shards else {}
     return {
         "feed_shards": shards,
         "aggregates": "shared" if shared else "distinct",
@@ -104,6 +134,7 @@ async def scenario(
         "lag_p95_ms": _percentile(lags, 0.95) * 1000 if lags else None,
         "lag_max_ms": max(lags) * 1000 if lags else None,
         "elapsed_s": elapsed,
+        "delivery": delivery,
         **total,
     }
 
@@ -160,15 +191,21 @@ async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
 def report(rows: list[dict[str, Any]]) -> None:
     print(
         f"{'aggregates':<10} {'shards':>6} {'appends/s':>9} {'tx/append':>9} "
-        f"{'feed refused':>12} {'conflicts':>9} {'lag p50':>8} {'lag p95':>8}"
+        f"{'feed refused':>12} {'conflicts':>9} {'lag p50':>8} {'lag p95':>8}  delivery"
     )
     for r in rows:
         lag50 = f"{r['lag_p50_ms']:.0f} ms" if r["lag_p50_ms"] is not None else "-"
         lag95 = f"{r['lag_p95_ms']:.0f} ms" if r["lag_p95_ms"] is not None else "-"
+        d = r["delivery"]
+        delivery = "-"
+        if d:
+            once = "all once" if d["all_delivered_once"] else "MISSING OR DOUBLED"
+            order = "in aggregate order" if d["in_aggregate_order"] else "OUT OF ORDER"
+            delivery = f"{d['delivered']}/{d['acknowledged']} {once}, {order}"
         print(
             f"{r['aggregates']:<10} {r['feed_shards']:>6} {r['appends_per_s']:>9.1f} "
             f"{r['transactions_per_append']:>9.2f} {r['feed_refusal_rate']:>11.1%} "
-            f"{r['concurrency_errors']:>9} {lag50:>8} {lag95:>8}"
+            f"{r['concurrency_errors']:>9} {lag50:>8} {lag95:>8}  {delivery}"
         )
 
 
@@ -189,9 +226,12 @@ def cli() -> None:
     args = parser.parse_args()
     rows = anyio.run(main, args)
     report(rows)
+    failed = [r for r in rows if r["delivery"] and not all(r["delivery"].values())]
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(rows, indent=2))
+    if failed:
+        sys.exit("a subscription missed, doubled or reordered change sets")
 
 
 if __name__ == "__main__":
