@@ -25,8 +25,8 @@ test-localstack: $(STAMP)
 	EVENTSTORE_TEST_ENDPOINT_URL=$${EVENTSTORE_TEST_ENDPOINT_URL:-http://127.0.0.1:4566} AWS_ACCESS_KEY_ID=$${AWS_ACCESS_KEY_ID:-test} AWS_SECRET_ACCESS_KEY=$${AWS_SECRET_ACCESS_KEY:-test} AWS_REGION=$${AWS_REGION:-us-east-1} $(PY) -m pytest -k endpoint
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check eventstore_async tests benchmarks
-	$(VENV)/bin/ruff format --check eventstore_async tests benchmarks
+	$(VENV)/bin/ruff check eventstore_async tests benchmarks examples
+	$(VENV)/bin/ruff format --check eventstore_async tests benchmarks examples
 	$(VENV)/bin/mypy
 
 emulator: $(STAMP)
