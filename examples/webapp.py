@@ -32,6 +32,7 @@ connections. Events are JSON objects, stored as given and loaded back as dicts.
 
 import argparse
 import functools
+import gc
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -178,7 +179,12 @@ def create_app(open_store: StoreFactory | None = None) -> Starlette:
             app.state.store = store
             if store.config.feed_shards:
                 background.start_soon(project_summaries, store)
+            # What is alive now lives as long as the app (~100k objects: the clients,
+            # botocore's service models). Frozen, a full collection no longer walks them:
+            # it took 30-50 ms every few seconds under load, most of the p99 at 500 req/s.
+            gc.freeze()
             yield
+            gc.unfreeze()
             background.cancel_scope.cancel()
 
     routes = [
