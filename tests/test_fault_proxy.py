@@ -279,7 +279,9 @@ async def test_truncated_body_announces_the_full_length(emulator_url: str, bucke
 # -- replay, counters, log ----------------------------------------------------------------
 
 
-async def fault_sequence(emulator_url: str, table: str, seed: int) -> list[tuple[int, str, str]]:
+async def fault_sequence(
+    emulator_url: str, table: str, seed: int
+) -> tuple[list[tuple[int, str, str]], int]:
     async with (
         FaultProxy(emulator_url, rates=rates_for(0.6), seed=seed, delay=0.2) as proxy,
         aws_client("dynamodb", proxy.url, read_timeout=0.1) as dynamodb,
@@ -288,14 +290,18 @@ async def fault_sequence(emulator_url: str, table: str, seed: int) -> list[tuple
             item = {"Put": {"TableName": table, "Item": {"pk": {"S": f"r{n}"}}}}
             with suppress(ClientError, *TRANSPORT_ERRORS):
                 await dynamodb.transact_write_items(TransactItems=[item])
-    return [(e.number, e.kind, e.detail) for e in proxy.events]
+    return [(e.number, e.kind, e.detail) for e in proxy.events], proxy.requests
 
 
 async def test_same_seed_same_fault_sequence(emulator_url: str, table: str) -> None:
-    first = await fault_sequence(emulator_url, table, seed=11)
-    again = await fault_sequence(emulator_url, table, seed=11)
-    other = await fault_sequence(emulator_url, table, seed=12)
-    assert first == again
+    first, first_count = await fault_sequence(emulator_url, table, seed=11)
+    again, again_count = await fault_sequence(emulator_url, table, seed=11)
+    other, _ = await fault_sequence(emulator_url, table, seed=12)
+    # The decision for request n depends on the seed and n only. How many requests a run
+    # makes can differ by a client retry (timeouts race), so compare the common prefix.
+    common = min(first_count, again_count)
+    assert common >= 40
+    assert [e for e in first if e[0] <= common] == [e for e in again if e[0] <= common]
     assert first != other
     assert len({kind for _, kind, _ in first}) >= 5, "the sequence mixes several fault kinds"
 
