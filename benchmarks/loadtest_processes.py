@@ -45,8 +45,8 @@ class Servers:
 def start_servers(
     backend: str, cores: Cores, *, stub_latency_ms: float = 0.0, uvicorn: tuple[str, str]
 ) -> Iterator[Servers]:
-    """The web app on its own core, on the stub (which shares the generator's core, as
-    DynamoDB would not be on the server's), the embedded emulator, or in memory.
+    """The web app on its own core, on the stub or the embedded emulator (both on the
+    generator's core: DynamoDB would not be on the server's), or in memory.
 
     ``uvicorn`` is the web app's ``(--loop, --http)``.
     """
@@ -68,7 +68,8 @@ def start_servers(
         pids["webapp"] = webapp.pid
         _wait_listening(port, webapp, timeout=60)
         emulator = _only_child(webapp.pid) if backend == "emulator" else None
-        if emulator is not None:  # the web app's child, on the web app's core
+        if emulator is not None:  # the web app's child: off its core, like the stub
+            _pin_threads(emulator, cores.generator)
             pids["emulator"] = emulator
         yield Servers(f"http://127.0.0.1:{port}", pids)
 
@@ -124,6 +125,15 @@ def _wait_listening(port: int, child: subprocess.Popen[bytes], timeout: float) -
             return
         time.sleep(0.1)
     raise SystemExit(f"the web app did not listen on port {port} within {timeout:g} s")
+
+
+def _pin_threads(pid: int, core: int | None) -> None:
+    """Move every thread of a running process to ``core``."""
+    if core is None:
+        return
+    for thread in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that just ended
+            os.sched_setaffinity(int(thread), {core})
 
 
 def _only_child(pid: int) -> int | None:
