@@ -14,7 +14,6 @@ every loaded item back to a :class:`ChangeSet`. So the only difference is the cl
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -30,22 +29,21 @@ import botocore.config
 
 from eventstore_async import (
     ANY,
-    AggregateHead,
     AggregateHistory,
     ChangeSet,
     EventStore,
     StoreConfig,
 )
 from eventstore_async._codec import EventCodec
+from eventstore_async._decode import to_head
 from eventstore_async._items import head_key, record_from_item, transact_items
 from eventstore_async._plan import AppendRequest, plan_append
 from eventstore_async._records import ChangeSetRecord, HeadRecord
+from eventstore_async._timeutil import from_us
 
 from .workloads import BenchEvent
 
 __all__ = ["VARIANTS", "Endpoint", "Variant", "open_variant"]
-
-_EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,14 +122,14 @@ class _Requests:
         records = [record_from_item(item) for item in items]
         head = next(r for r in records if isinstance(r, HeadRecord))
         change_sets = tuple(self._change_set(r) for r in records if isinstance(r, ChangeSetRecord))
-        return AggregateHistory(head=_head(head), change_sets=change_sets)
+        return AggregateHistory(head=to_head(head), change_sets=change_sets)
 
     def _change_set(self, record: ChangeSetRecord) -> ChangeSet:
         return ChangeSet(
             aggregate_id=record.aggregate_id,
             version=record.version,
             commit_id=record.commit_id,
-            timestamp=_datetime(record.timestamp_us),
+            timestamp=from_us(record.timestamp_us),
             events=self._codec.decode_events(record.payload or b""),
             metadata=self._codec.decode_metadata(record.metadata),
         )
@@ -141,22 +139,6 @@ def _append_request(**values: Any) -> AppendRequest:
     """The planner's (private, evolving) request type, from the fields it has now."""
     names = {f.name for f in dataclasses.fields(AppendRequest)}
     return AppendRequest(**{name: v for name, v in values.items() if name in names})
-
-
-def _datetime(microseconds: int) -> datetime.datetime:
-    return _EPOCH + datetime.timedelta(microseconds=microseconds)
-
-
-def _head(record: HeadRecord) -> AggregateHead:
-    return AggregateHead(
-        aggregate_id=record.aggregate_id,
-        aggregate_type=record.aggregate_type,
-        version=record.version,
-        last_commit_id=record.last_commit_id,
-        event_count=record.event_count,
-        created_at=_datetime(record.created_us),
-        updated_at=_datetime(record.updated_us),
-    )
 
 
 class AiobotocoreVariant:
