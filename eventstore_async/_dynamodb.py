@@ -18,6 +18,7 @@ from ._errors import (
     StorageUnavailableError,
     StoreClosedError,
 )
+from ._item_reader import QueryPage, query_page, read_query_page
 from ._items import head_key, key, record_from_item, transact_items
 from ._objects import S3Objects
 from ._records import (
@@ -31,6 +32,7 @@ from ._records import (
     SortKey,
 )
 from ._session import AwsClients, open_clients
+from ._wire import FastDynamoDB
 
 __all__ = ["DynamoDBBackend"]
 
@@ -276,13 +278,19 @@ class DynamoDBBackend:
         params = self._query_params(aggregate_id, low, high, with_snapshots)
         while True:
             with translate_errors("Query"):
-                response = await self._dynamodb.query(**params)
-            records = (record_from_item(item) for item in response.get("Items", []))
-            yield [r for r in records if isinstance(r, _PAGE_RECORDS)]
-            last_key = response.get("LastEvaluatedKey")
-            if not last_key:
+                page = await self._query_page(params)
+            yield [r for r in page.records if isinstance(r, _PAGE_RECORDS)]
+            if page.last_key is None:
                 return
-            params["ExclusiveStartKey"] = last_key
+            params["ExclusiveStartKey"] = page.last_key
+
+    async def _query_page(self, params: dict[str, Any]) -> QueryPage:
+        """One Query; on the fast path its answer goes from JSON to records directly."""
+        client = self._dynamodb
+        if isinstance(client, FastDynamoDB):
+            answer = await client.read("Query", params, read_query_page)
+            return answer if isinstance(answer, QueryPage) else query_page(answer)
+        return query_page(await client.query(**params))
 
     def _query_params(
         self, aggregate_id: str, low: SortKey, high: SortKey | None, with_snapshots: bool

@@ -96,7 +96,9 @@ from yarl import URL
 __all__ = [
     "TESTED_AIOBOTOCORE",
     "TESTED_BOTOCORE",
+    "BodyReader",
     "FastDynamoDB",
+    "botocore_item",
     "fallback_reason",
     "fast_dynamodb",
 ]
@@ -269,6 +271,9 @@ class _Signer:
 
 _Conform = Callable[[Any], Any]
 
+#: Reads a success answer's body into what the caller wants, or ``None``: botocore's dict.
+BodyReader = Callable[[bytes], Any]
+
 
 class _Unsupported(Exception):
     """An output shape this module does not reproduce (the operation stays stock)."""
@@ -280,6 +285,12 @@ def _blob(value: Any) -> bytes:
         return msgspec.convert(value, bytes)
     except msgspec.ValidationError:  # not strict base64: botocore's decoder decides
         return base64.b64decode(value)
+
+
+def botocore_item(item: dict[str, Any]) -> dict[str, Any]:
+    """An item as JSON-decoded (``{name: attribute value}``), as botocore parses it
+    (in place)."""
+    return _attribute_map(item)
 
 
 def _attribute_map(item: dict[str, Any]) -> dict[str, Any]:
@@ -474,28 +485,43 @@ class FastDynamoDB:
         return f"FastDynamoDB({self._client.meta.endpoint_url!r})"
 
     async def transact_write_items(self, **params: Any) -> dict[str, Any]:
-        return await self._call("TransactWriteItems", params)
+        answer: dict[str, Any] = await self._call("TransactWriteItems", params)
+        return answer
 
     async def query(self, **params: Any) -> dict[str, Any]:
-        return await self._call("Query", params)
+        answer: dict[str, Any] = await self._call("Query", params)
+        return answer
 
     async def get_item(self, **params: Any) -> dict[str, Any]:
-        return await self._call("GetItem", params)
+        answer: dict[str, Any] = await self._call("GetItem", params)
+        return answer
 
     async def batch_get_item(self, **params: Any) -> dict[str, Any]:
-        return await self._call("BatchGetItem", params)
+        answer: dict[str, Any] = await self._call("BatchGetItem", params)
+        return answer
 
-    async def _call(self, name: str, params: dict[str, Any]) -> dict[str, Any]:
+    async def read(self, name: str, params: dict[str, Any], reader: BodyReader) -> Any:
+        """Call ``name`` as its method does, with the success answer's body given to
+        ``reader`` first: what it returns comes back instead of botocore's dict.
+
+        When ``reader`` returns ``None``, or the operation stays on the stock client,
+        botocore's dict comes back, as from the method.
+        """
+        return await self._call(name, params, reader)
+
+    async def _call(
+        self, name: str, params: dict[str, Any], reader: BodyReader | None = None
+    ) -> Any:
         operation = self._operations.get(name)
         if operation is None:
             operation = self._operations[name] = await self._resolve(name, params)
         if operation.signer is None:
             method = getattr(self._client, FAST_OPERATIONS[name])
-            return await method(**params)  # type: ignore[no-any-return]
+            return await method(**params)
         for member in operation.idempotent:  # botocore's generate_idempotent_uuid
             if member not in params:
                 params[member] = str(uuid.uuid4())
-        return await self._send(operation, self._encode(params))
+        return await self._send(operation, self._encode(params), reader)
 
     async def _resolve(self, name: str, params: dict[str, Any]) -> _Operation:
         """The client's endpoint and signing context for ``name`` (as ``_make_api_call``)."""
@@ -545,7 +571,9 @@ class FastDynamoDB:
 
     # -- one call: attempts, retries, answers ----------------------------------------------
 
-    async def _send(self, operation: _Operation, body: bytes) -> dict[str, Any]:
+    async def _send(
+        self, operation: _Operation, body: bytes, reader: BodyReader | None = None
+    ) -> Any:
         """Attempts until success or the retry handler gives up (aiobotocore's loop)."""
         endpoint = self._client._endpoint
         context: dict[str, Any] = {"client_config": self._client.meta.config}
@@ -554,7 +582,8 @@ class FastDynamoDB:
         while True:
             http, caught = await self._attempt(operation, body, context["retries"])
             if http is not None and http.status_code < 300 and not _crc32_mismatch(http):
-                parsed = self._parsed(operation, http, attempt)
+                read = reader(http.body) if reader is not None and http.body else None
+                parsed = self._parsed(operation, http, attempt) if read is None else read
                 self._quota.release_retry_quota(context, http)
                 return parsed
             answer = None if http is None else (http, self._parsed(operation, http, attempt))

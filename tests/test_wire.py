@@ -218,9 +218,11 @@ async def store_calls(emulator_url: str) -> list[tuple[str, dict[str, Any]]]:
     calls: list[tuple[str, dict[str, Any]]] = []
     original = FastDynamoDB._call
 
-    async def recording(self: FastDynamoDB, name: str, params: dict[str, Any]) -> Any:
+    async def recording(
+        self: FastDynamoDB, name: str, params: dict[str, Any], reader: Any = None
+    ) -> Any:
         calls.append((name, copy.deepcopy(params)))
-        return await original(self, name, params)
+        return await original(self, name, params, reader)
 
     name = "wire-calls"
     config = StoreConfig(
@@ -567,6 +569,38 @@ async def test_a_retry_sends_the_same_body_signed_again(recorder: Recorder) -> N
     assert fast_retry.headers["amz-sdk-invocation-id"] == invocation
     assert_same_request(stock_first, fast_first)
     assert_same_request(stock_retry, fast_retry)
+
+
+async def test_a_reader_reads_the_success_answer_after_any_retry(recorder: Recorder) -> None:
+    body = json.dumps({"Items": [KEY_ATTRS], "Count": 1})
+    recorder.replies = [answer(500, error("InternalServerError", "x")), answer(200, body)]
+    seen: list[bytes] = []
+
+    def reader(data: bytes) -> Any:
+        seen.append(data)
+        return ("read", data)
+
+    async with client_pair(recorder.url, max_attempts=3) as (_, fast):
+        result = await fast.read("Query", dict(QUERY_PARAMS), reader)
+    assert result == ("read", body.encode())
+    assert seen == [body.encode()]  # the error answer went to botocore's parser, not here
+    assert len(recorder.requests) == 2
+
+
+async def test_a_reader_that_declines_gets_botocore_s_dict(recorder: Recorder) -> None:
+    name, params, reply = ANSWERS["query-every-type"]
+    recorder.default = reply
+    async with client_pair(recorder.url) as (_, fast):
+        result = await fast.read(name, copy.deepcopy(params), lambda data: None)
+    assert result == parsed_by_botocore(name, reply)
+
+
+async def test_a_reader_does_not_see_error_answers(recorder: Recorder) -> None:
+    recorder.default = answer(400, error("ResourceNotFoundException", "no table"))
+    async with client_pair(recorder.url) as (_, fast):
+        with pytest.raises(ClientError) as caught:
+            await fast.read("Query", dict(QUERY_PARAMS), lambda data: pytest.fail("read"))
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFoundException"
 
 
 async def transport_outcome(client: Any) -> tuple[type[BaseException], str]:
