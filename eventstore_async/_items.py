@@ -58,6 +58,7 @@ from ._records import (
 )
 
 __all__ = [
+    "change_set_item_size",
     "head_key",
     "item_size",
     "key",
@@ -516,6 +517,27 @@ def _update_head(write: HeadWrite, table: str) -> dict[str, Any]:
 
 
 # -- sizes --------------------------------------------------------------------------------
+
+
+def change_set_item_size(record: ChangeSetRecord) -> int:
+    """``item_size(record_to_item(record))``, counted without building the item (the
+    size check of every append)."""
+    total = 2 + 2 + 9 + 5 + 11  # pk, sk, commit_id, ts_us, event_count
+    total += len(record.aggregate_id.encode()) + len(record.commit_id.encode())
+    total += len(str(record.version)) + len(str(record.timestamp_us))
+    total += len(str(record.event_count)) + 3  # + 1 for each number
+    pointer = record.pointer
+    if pointer is None:
+        total += 7 + len(record.payload or b"")  # payload
+    else:
+        total += 6 + 7 + 9  # s3_key, s3_size, s3_sha256
+        total += len(pointer.key.encode()) + len(str(pointer.size)) + 1
+        total += len(pointer.sha256.encode())
+        if pointer.compression is not None:
+            total += 8 + len(pointer.compression.encode())  # s3_codec
+    if record.metadata:
+        total += 8 + len(record.metadata)  # metadata
+    return total
 
 
 def item_size(item: Item) -> int:

@@ -44,7 +44,7 @@ from ._errors import (
     InvalidInputError,
     StoreClosedError,
 )
-from ._items import item_size, record_to_item
+from ._items import change_set_item_size
 from ._load import load_from_snapshot, load_history, read_change_sets
 from ._logs import install_redaction
 from ._memory import MemoryBackend
@@ -699,7 +699,7 @@ def _check_sizes(requests: list[AppendRequest]) -> None:
     """Each item under 400 KB and the transaction under 4 MB, checked before sending."""
     total = 0
     for request in requests:
-        size = item_size(record_to_item(request.record(version=2**53, timestamp_us=2**62)))
+        size = change_set_item_size(request.record(version=2**53, timestamp_us=2**62))
         if size > DYNAMODB_ITEM_LIMIT:
             raise ChangeSetTooLargeError("the change set item", size, DYNAMODB_ITEM_LIMIT)
         total += size + _HEAD_AND_MARKER_BYTES

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from eventstore_async import IntegrityError
 from eventstore_async._codec import EventCodec
 from eventstore_async._items import (
+    change_set_item_size,
     head_key,
     item_size,
     key,
@@ -36,6 +37,7 @@ from eventstore_async._records import (
     HeadRecord,
     HeadWrite,
     MarkerRecord,
+    ObjectPointer,
     PutChangeSet,
     PutMarker,
     Rejection,
@@ -510,3 +512,28 @@ def test_non_retryable_cancellation_codes_are_not_busy(code: str) -> None:
     except Exception:
         return
     assert not isinstance(outcome, Busy)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.builds(
+        ChangeSetRecord,
+        aggregate_id=st.text(min_size=1, max_size=50),
+        version=st.integers(min_value=1, max_value=2**53),
+        commit_id=st.text(min_size=1, max_size=64),
+        timestamp_us=st.integers(min_value=0, max_value=2**62),
+        event_count=st.integers(min_value=0, max_value=10**6),
+        payload=st.binary(max_size=100),
+        metadata=st.none() | st.binary(max_size=50),
+        pointer=st.none()
+        | st.builds(
+            ObjectPointer,
+            key=st.text(min_size=1, max_size=80),
+            size=st.integers(min_value=0, max_value=2**40),
+            sha256=st.text(min_size=64, max_size=64),
+            compression=st.none() | st.just("zlib"),
+        ),
+    )
+)
+def test_change_set_item_size_counts_what_the_item_holds(record: ChangeSetRecord) -> None:
+    assert change_set_item_size(record) == item_size(record_to_item(record))
