@@ -25,6 +25,10 @@ Python). :class:`FastDynamoDB` sends ``TransactWriteItems``, ``Query``, ``GetIte
                          unmodeled or null members dropped, following botocore's model
                          of the output: botocore's dict
 
+:meth:`FastDynamoDB.read` hands a success answer's raw body to a reader of the caller's
+instead (the store reads its ``Query`` pages straight into records, ``_item_reader.py``);
+when the reader declines, botocore's dict comes back as from the method.
+
 ``tests/test_wire.py`` holds the golden tests: the requests are botocore's and the
 answers parse to botocore's values. The path is used only with the aiobotocore and
 botocore versions those tests ran against (:data:`TESTED_AIOBOTOCORE`,
