@@ -4,12 +4,18 @@ botocore's way to a record is JSON to dicts, every blob base64-decoded in Python
 :func:`~._items.record_from_item` reading the dicts. Here msgspec decodes the items into
 typed Structs (blobs included, in C) and each record is built from its fields.
 
-A head that lists snapshots (attributes named per schema, which no type can list) and
-system items are read botocore's way, from a second, untyped decode of the answer. A
-page that does not fit the types at all, or holds a malformed item, makes
-:func:`read_query_page` return ``None``: the caller then parses botocore's way, which
-also raises the right :class:`IntegrityError`. Both ways give equal records
-(``tests/test_item_reader.py``).
+Heads are read from their typed fields too, unless they may list snapshots (attributes
+named per schema, which no type can list: a head with ``snap_seq``, which every snapshot
+save sets with the lists, or any ``"snap:`` in the answer). Those heads and system items
+are read botocore's way, from their own JSON. A page that does not fit the types (a
+``null`` attribute, a blob botocore would decode leniently, a key other than pk/sk), or
+that holds a malformed item, makes :func:`read_query_page` return ``None``: the caller
+then parses botocore's way, which also raises the right :class:`IntegrityError`.
+
+Both ways give equal records for every item the store reads
+(``tests/test_item_reader.py``). Attributes the store does not read are not looked at,
+nor are the answer's other fields (``ConsumedCapacity``...): botocore's parser would
+refuse a malformed one, which DynamoDB does not send.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from ._items import record_from_item
 from ._records import (
@@ -46,20 +53,40 @@ def query_page(response: dict[str, Any]) -> QueryPage:
 
 
 def read_query_page(body: bytes) -> QueryPage | None:
-    """A Query answer's JSON body to records, or ``None``: read it botocore's way."""
+    """A Query answer's JSON body to records, or ``None``: read it botocore's way.
+
+    Never raises.
+    """
     try:
         answer = _ANSWER.decode(body)
-        records = [_typed_record(item) for item in answer.Items]
+        items = answer.Items
+        records = [_typed_record(item) for item in items]
         untyped = [index for index, record in enumerate(records) if record is None]
         if untyped:
-            items = msgspec.json.decode(body)["Items"]
-            for index in untyped:
-                records[index] = record_from_item(botocore_item(items[index]))
+            _read_untyped(body, items, records, untyped)
     except Exception:  # anything unexpected: botocore's way decides, and raises
         return None
     key = answer.LastEvaluatedKey
-    last_key = None if key is None else {"pk": {"S": key.pk.S}, "sk": {"N": key.sk.N}}
+    last_key = None if key is UNSET else {"pk": {"S": key.pk.S}, "sk": {"N": key.sk.N}}
     return QueryPage(records=records, last_key=last_key)  # type: ignore[arg-type]
+
+
+def _read_untyped(
+    body: bytes, items: list[_Item], records: list[Record | None], untyped: list[int]
+) -> None:
+    """Heads and system items, in place. A head is read from its typed fields unless it
+    may list snapshots (it has ``snap_seq``, or the answer names a ``snap:`` attribute);
+    those and system items are read botocore's way from their own JSON."""
+    may_list_snapshots = b'"snap:' in body
+    raw_items: list[msgspec.Raw] | None = None
+    for index in untyped:
+        item = items[index]
+        if item.kind is UNSET and item.snap_seq is UNSET and not may_list_snapshots:
+            records[index] = _head(item)
+            continue
+        if raw_items is None:
+            raw_items = _RAW_ANSWER.decode(body).Items
+        records[index] = record_from_item(botocore_item(_JSON.decode(raw_items[index])))
 
 
 # -- the typed shapes: one Struct per attribute value kind this store writes -------------
@@ -78,26 +105,30 @@ class _B(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
 
 
 class _Item(msgspec.Struct, frozen=True, gc=False):
-    """Every attribute this store writes to an aggregate's items; others are ignored."""
+    """Every attribute this store writes to an aggregate's items; others are ignored.
+
+    Absent attributes are ``UNSET``; a ``null`` one fails the decode (botocore's way
+    then decides).
+    """
 
     pk: _S
     sk: _N
-    kind: _S | None = None
-    commit_id: _S | None = None
-    ts_us: _N | None = None
-    event_count: _N | None = None
-    version: _N | None = None
-    agg_type: _S | None = None
-    created_us: _N | None = None
-    updated_us: _N | None = None
-    snap_seq: _N | None = None
-    snap_schema: _S | None = None
-    payload: _B | None = None
-    metadata: _B | None = None
-    s3_key: _S | None = None
-    s3_size: _N | None = None
-    s3_sha256: _S | None = None
-    s3_codec: _S | None = None
+    kind: _S | UnsetType = UNSET
+    commit_id: _S | UnsetType = UNSET
+    ts_us: _N | UnsetType = UNSET
+    event_count: _N | UnsetType = UNSET
+    version: _N | UnsetType = UNSET
+    agg_type: _S | UnsetType = UNSET
+    created_us: _N | UnsetType = UNSET
+    updated_us: _N | UnsetType = UNSET
+    snap_seq: _N | UnsetType = UNSET
+    snap_schema: _S | UnsetType = UNSET
+    payload: _B | UnsetType = UNSET
+    metadata: _B | UnsetType = UNSET
+    s3_key: _S | UnsetType = UNSET
+    s3_size: _N | UnsetType = UNSET
+    s3_sha256: _S | UnsetType = UNSET
+    s3_codec: _S | UnsetType = UNSET
 
 
 class _Key(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
@@ -107,21 +138,27 @@ class _Key(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
 
 class _Answer(msgspec.Struct, frozen=True, gc=False):
     Items: list[_Item] = []
-    LastEvaluatedKey: _Key | None = None
+    LastEvaluatedKey: _Key | UnsetType = UNSET
+
+
+class _RawAnswer(msgspec.Struct, frozen=True, gc=False):
+    Items: list[msgspec.Raw] = []
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
+_RAW_ANSWER = msgspec.json.Decoder(_RawAnswer)
+_JSON = msgspec.json.Decoder()
 
 
 def _typed_record(item: _Item) -> Record | None:
-    """The item's record, as ``record_from_item`` makes it; ``None``: not typed here
-    (a system item, or a head that lists snapshots).
+    """The item's record, as ``record_from_item`` makes it; ``None``: a head or a
+    system item (see :func:`_read_untyped`).
 
     Raises:
         AttributeError: an attribute its kind must have is missing.
     """
     sort_key = item.sk.N
-    if item.kind is not None:
+    if item.kind is not UNSET:
         return None
     if "." in sort_key:
         return _snapshot(item)
@@ -129,8 +166,7 @@ def _typed_record(item: _Item) -> Record | None:
     if version > 0:
         return _change_set(item, version)
     if version == 0:
-        # Snapshot lists are only ever written with snap_seq: without it, there are none.
-        return None if item.snap_seq is not None else _head(item)
+        return None
     return MarkerRecord(
         aggregate_id=item.pk.S,
         commit_id=item.commit_id.S,  # type: ignore[union-attr]
@@ -179,7 +215,7 @@ def _snapshot(item: _Item) -> SnapshotRecord:
 
 
 def _pointer(item: _Item) -> ObjectPointer | None:
-    if item.s3_key is None:
+    if item.s3_key is UNSET:
         return None
     codec = item.s3_codec
     return ObjectPointer(

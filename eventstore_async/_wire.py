@@ -276,6 +276,7 @@ class _Signer:
 _Conform = Callable[[Any], Any]
 
 #: Reads a success answer's body into what the caller wants, or ``None``: botocore's dict.
+#: It must not raise (decline with ``None`` instead); it is not given ``ResponseMetadata``.
 BodyReader = Callable[[bytes], Any]
 
 

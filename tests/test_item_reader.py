@@ -45,7 +45,9 @@ def botocore_page(body: bytes) -> QueryPage:
 def wire(item: dict[str, Any]) -> dict[str, Any]:
     """An item as DynamoDB's JSON carries it: blobs in base64."""
 
-    def value(attribute: dict[str, Any]) -> dict[str, Any]:
+    def value(attribute: dict[str, Any] | None) -> dict[str, Any] | None:
+        if attribute is None:
+            return None
         ((kind, data),) = attribute.items()
         if kind == "B":
             return {"B": base64.b64encode(data).decode()}
@@ -189,6 +191,13 @@ def test_a_history_page_is_read_typed() -> None:
     assert read == QueryPage(records=[head, change_set], last_key=None)
 
 
+def test_a_head_with_snapshot_lists_but_no_seq_keeps_them() -> None:
+    item = {**HEAD, "snap:v1": {"L": [{"N": "3"}]}}  # never written so, read right anyway
+    body = answer([item])
+    assert read_query_page(body) == botocore_page(body)
+    assert botocore_page(body).records[0].snapshots == {"v1": (3,)}  # type: ignore[union-attr]
+
+
 def test_a_head_with_snapshot_lists_keeps_them() -> None:
     head = HeadRecord("a", None, 9, "c", 9, 4, 5)
     item = with_snapshot_lists(record_to_item(head), {"v1": [3, 6], "v2": []}, 4)
@@ -217,6 +226,12 @@ MALFORMED = {
     "payload-of-the-wrong-kind": {**CHANGE_SET, "payload": {"S": "x"}},
     "sort-key-not-a-number": {**CHANGE_SET, "sk": {"N": "two"}},
     "no-partition-key": _without(CHANGE_SET, "pk"),
+    "pointer-key-null": {**CHANGE_SET, "s3_key": None},
+    "snapshot-pointer-key-null": {
+        **record_to_item(SnapshotRecord("a", 3, "v1", 5, b"\x01s", None)),
+        "s3_key": None,
+    },
+    "head-version-null": {**HEAD, "version": None},
 }
 
 
