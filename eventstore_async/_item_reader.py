@@ -4,10 +4,12 @@ botocore's way to a record is JSON to dicts, every blob base64-decoded in Python
 :func:`~._items.record_from_item` reading the dicts. Here msgspec decodes the items into
 typed Structs (blobs included, in C) and each record is built from its fields.
 
-Heads are read from their typed fields too, unless they may list snapshots (attributes
-named per schema, which no type can list: a head with ``snap_seq``, which every snapshot
-save sets with the lists, or any ``"snap:`` in the answer). Those heads and system items
-are read botocore's way, from their own JSON. A page that does not fit the types (a
+Heads are read from their typed fields too, unless they list snapshots (attributes named
+per schema, which no type can list). A head lists snapshots only if it has ``snap_seq``:
+the one write of the lists sets it with them, and nothing removes it
+(``tests/test_item_reader.py`` checks that write; scanning the answer for ``"snap:``
+instead costs ~100 us per 150 KB). Those heads and system items are read botocore's way,
+from their own JSON. A page that does not fit the types (a
 ``null`` attribute, a blob botocore would decode leniently, a key other than pk/sk), or
 that holds a malformed item, makes :func:`read_query_page` return ``None``: the caller
 then parses botocore's way, which also raises the right :class:`IntegrityError`.
@@ -74,14 +76,13 @@ def read_query_page(body: bytes) -> QueryPage | None:
 def _read_untyped(
     body: bytes, items: list[_Item], records: list[Record | None], untyped: list[int]
 ) -> None:
-    """Heads and system items, in place. A head is read from its typed fields unless it
-    may list snapshots (it has ``snap_seq``, or the answer names a ``snap:`` attribute);
-    those and system items are read botocore's way from their own JSON."""
-    may_list_snapshots = b'"snap:' in body
+    """Heads and system items, in place. A head without ``snap_seq`` (so without
+    snapshot lists) is read from its typed fields; the others botocore's way, from
+    their own JSON."""
     raw_items: list[msgspec.Raw] | None = None
     for index in untyped:
         item = items[index]
-        if item.kind is UNSET and item.snap_seq is UNSET and not may_list_snapshots:
+        if item.kind is UNSET and item.snap_seq is UNSET:
             records[index] = _head(item)
             continue
         if raw_items is None:

@@ -15,15 +15,18 @@ from hypothesis import strategies as st
 
 from eventstore_async import ANY, EventStore, IntegrityError, StoreConfig, _dynamodb
 from eventstore_async._item_reader import QueryPage, query_page, read_query_page
-from eventstore_async._items import record_to_item
+from eventstore_async._items import record_to_item, transact_items
 from eventstore_async._records import (
     ChangeSetRecord,
     CheckpointRecord,
+    CommitPlan,
     FeedCounterRecord,
     FeedEntryRecord,
     HeadRecord,
+    HeadWrite,
     MarkerRecord,
     ObjectPointer,
+    SnapshotIndexWrite,
     SnapshotRecord,
     ViewRecord,
 )
@@ -191,11 +194,19 @@ def test_a_history_page_is_read_typed() -> None:
     assert read == QueryPage(records=[head, change_set], last_key=None)
 
 
-def test_a_head_with_snapshot_lists_but_no_seq_keeps_them() -> None:
-    item = {**HEAD, "snap:v1": {"L": [{"N": "3"}]}}  # never written so, read right anyway
-    body = answer([item])
-    assert read_query_page(body) == botocore_page(body)
-    assert botocore_page(body).records[0].snapshots == {"v1": (3,)}  # type: ignore[union-attr]
+def test_snapshot_lists_are_only_written_with_snap_seq() -> None:
+    """What lets the reader type heads without snap_seq: they list no snapshots."""
+    write = SnapshotIndexWrite(
+        aggregate_id="a", schema="v1", versions=(3,), expected_seq=2, min_version=3
+    )
+    (action,) = transact_items(CommitPlan(writes=(write,), token="t"), "events")
+    names = action["Update"]["ExpressionAttributeNames"]
+    assert action["Update"]["UpdateExpression"] == "SET #s = :list, #q = :next"
+    assert (names["#s"], names["#q"]) == ("snap:v1", "snap_seq")
+    for expected in (0, 1):  # the head's other writes (create, move) leave both alone
+        head = HeadWrite(HeadRecord("a", None, expected + 1, "c", 1, 4, 5), expected, 1)
+        (action,) = transact_items(CommitPlan(writes=(head,), token="t"), "events")
+        assert "snap" not in str(action)
 
 
 def test_a_head_with_snapshot_lists_keeps_them() -> None:
