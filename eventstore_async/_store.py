@@ -44,6 +44,7 @@ from ._errors import (
     InvalidInputError,
     StoreClosedError,
 )
+from ._feed import shard_of
 from ._items import change_set_item_size
 from ._load import load_from_snapshot, load_history, read_change_sets
 from ._logs import install_redaction
@@ -303,7 +304,8 @@ class EventStore:
 
         Either every change set is stored or none is. Each :class:`Append` is checked
         as by :meth:`append`; an aggregate may appear once. A batch holds at most 100
-        DynamoDB actions (two per append, three with ``ANY``) and 4 MB of items.
+        DynamoDB actions (two per append, three with ``ANY``; with the feed on, one
+        more per append and one per feed shard touched) and 4 MB of items.
 
         Returns:
             The stored change sets, in the order given.
@@ -327,7 +329,7 @@ class EventStore:
                 with _naming(f"appends[{index}]." if len(headers) > 1 else ""):
                     encoded.append(await self._offloader.encode(header.aggregate_id, entry_events))
             requests = [h.request(e) for h, e in zip(headers, encoded, strict=True)]
-            _check_sizes(requests)
+            _check_sizes(requests, feed=self._config.feed_shards > 0)
             committed = await self._appender.append(requests, [h.expected for h in headers])
         except Exception as exc:
             if not isinstance(exc, CommitOutcomeUnknownError):  # nothing references them
@@ -360,7 +362,7 @@ class EventStore:
                         append.commit_id,
                     )
                 )
-        _check_batch_shape(headers)
+        _check_batch_shape(headers, self._config.feed_shards)
         return headers
 
     def _check_append(
@@ -678,7 +680,7 @@ class _AppendHeader:
 MAX_TRANSACTION_ACTIONS = 100
 
 
-def _check_batch_shape(headers: list[_AppendHeader]) -> None:
+def _check_batch_shape(headers: list[_AppendHeader], feed_shards: int) -> None:
     seen: dict[str, int] = {}
     for index, header in enumerate(headers):
         if header.aggregate_id in seen:
@@ -689,26 +691,38 @@ def _check_batch_shape(headers: list[_AppendHeader]) -> None:
             )
         seen[header.aggregate_id] = index
     actions = sum(3 if header.expected is ANY else 2 for header in headers)
+    feed = ""
+    if feed_shards:  # an entry per append and a counter move per shard touched
+        shards = {shard_of(header.aggregate_id, feed_shards) for header in headers}
+        feed_actions = len(headers) + len(shards)
+        actions += feed_actions
+        feed = f" ({feed_actions} of them for the feed)"
     if actions > MAX_TRANSACTION_ACTIONS:
         raise InvalidInputError(
-            "appends", f"needs {actions} DynamoDB actions, over the limit of 100"
+            "appends", f"needs {actions} DynamoDB actions{feed}, over the limit of 100"
         )
 
 
-def _check_sizes(requests: list[AppendRequest]) -> None:
+def _check_sizes(requests: list[AppendRequest], feed: bool) -> None:
     """Each item under 400 KB and the transaction under 4 MB, checked before sending."""
     total = 0
     for request in requests:
         size = change_set_item_size(request.record(version=2**53, timestamp_us=2**62))
         if size > DYNAMODB_ITEM_LIMIT:
             raise ChangeSetTooLargeError("the change set item", size, DYNAMODB_ITEM_LIMIT)
-        total += size + _HEAD_AND_MARKER_BYTES
+        total += size + _companion_bytes(request, feed)
     if total > DYNAMODB_TRANSACTION_LIMIT:
         raise ChangeSetTooLargeError("the transaction", total, DYNAMODB_TRANSACTION_LIMIT)
 
 
-# A head update and a commit marker: keys, a 512-byte id, commit id, numbers.
-_HEAD_AND_MARKER_BYTES = 2048
+def _companion_bytes(request: AppendRequest, feed: bool) -> int:
+    """At most what the items written with a change set take: the head, the commit
+    marker and, with the feed on, its entry and a share of a shard counter. Each holds
+    the aggregate and commit ids, and attribute names and numbers (under 256 bytes)."""
+    copies = 3 if feed else 2
+    ids = len(request.aggregate_id.encode()) + len(request.commit_id.encode())
+    kind = len(request.aggregate_type.encode()) if request.aggregate_type else 0
+    return copies * (ids + 256) + kind + (128 if feed else 0)
 
 
 @contextmanager

@@ -109,6 +109,22 @@ async def test_batch_shape_is_checked_before_sending(store: EventStore) -> None:
     assert await store.head(a) is None and await store.head(b) is None
 
 
+async def test_feed_writes_count_towards_the_action_limit(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=4)
+    aggregates = ids(40)  # 80 actions of their own, 40 feed entries and up to 4 counters
+    with pytest.raises(InvalidInputError, match=r"needs 12\d DynamoDB actions \(4\d of them"):
+        await store.append_many(
+            [Append(aggregate_id=x, events=[{"n": 1}], expected_version=0) for x in aggregates]
+        )
+    assert await store.head(aggregates[0]) is None
+    fits = aggregates[:30]  # 60 + 30 + at most 4
+    stored = await store.append_many(
+        [Append(aggregate_id=x, events=[{"n": 1}], expected_version=0) for x in fits]
+    )
+    assert [change_set.version for change_set in stored] == [1] * 30
+    assert all([await store.head(x) for x in fits])
+
+
 async def test_transaction_over_four_megabytes_is_refused(make_store: StoreFactory) -> None:
     store = await make_store(bucket_name=None)
     entries = [
