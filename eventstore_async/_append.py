@@ -148,7 +148,7 @@ class Appender:
             last = attempt == self._retries
             _raise_if_final(requests, outcomes, versions, last_attempt=last)
             if feed_behind and not any(outcomes) and feed_retries < FEED_RETRIES:
-                # Only the shard moved on: retry at once at the position it reported.
+                # Only the shard moved on: retry after a short jitter at the position it reported.
                 feed_retries += 1
                 self.counters.feed_retries += 1
                 await anyio.sleep(full_jitter(0, *self._backoff))
