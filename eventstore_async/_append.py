@@ -8,14 +8,20 @@ one ``TransactWriteItems``.
   :class:`ConcurrencyError` (``ANY`` appends try again at the version found).
 - ``TransactionConflict`` (another transaction in flight) is retried with bounded
   full-jitter backoff.
-- A request that fails in transport after botocore's retries has an unknown
-  outcome: the first change set it would have written is read back (the transaction
-  is atomic, so one tells for all); if it is not there :class:`CommitOutcomeUnknownError`
-  tells the caller to retry with the same commit ids.
+- A transaction whose answer is lost (a transport failure after botocore's retries,
+  any other error once it may have gone out, or the deadline) has an unknown outcome:
+  every change set it would have written is read back, and only change sets carrying
+  this attempt's commit id *and* timestamp count as this attempt's. Anything short of a
+  settled answer is :class:`CommitOutcomeUnknownError`: the caller retries with the
+  same commit ids.
+- :class:`AppendProgress` records, whatever is raised, whether a transaction carrying
+  the requests may have been stored, so the caller deletes offloaded objects only when
+  none can be referenced.
 """
 
 from __future__ import annotations
 
+import enum
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -48,7 +54,7 @@ from ._plan import (
 from ._records import ChangeSetRecord, CommitRejected
 from ._timeutil import now_us
 
-__all__ = ["AppendCounters", "Appender", "Committed", "full_jitter"]
+__all__ = ["AppendCounters", "AppendProgress", "Appender", "Committed", "full_jitter"]
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
@@ -77,10 +83,22 @@ class AppendCounters:
 
 
 @dataclass(slots=True)
-class _Progress:
-    """The transaction in flight, if any: (versions, timestamp) of the attempt."""
+class AppendProgress:
+    """How far one append got, so that a failure is classified right.
+
+    ``sending`` is the attempt whose transaction was sent and whose outcome is not
+    settled yet: (versions, timestamp). ``landed`` is set once a refusal said that an
+    earlier call stored these commit ids. While :attr:`in_doubt`, a stored change set
+    may point to the append's offloaded objects, so they must not be deleted.
+    """
 
     sending: tuple[list[int], int] | None = None
+    landed: bool = False
+
+    @property
+    def in_doubt(self) -> bool:
+        """A transaction carrying these requests may have been stored."""
+        return self.sending is not None
 
 
 class Appender:
@@ -93,10 +111,16 @@ class Appender:
         self.counters = AppendCounters()
 
     async def append(
-        self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
+        self,
+        requests: list[AppendRequest],
+        expected: Sequence[int | AnyVersion],
+        progress: AppendProgress,
     ) -> list[Committed]:
-        """Commit every request atomically (one transaction), within the deadline."""
-        progress = _Progress()
+        """Commit every request atomically (one transaction), within the deadline.
+
+        ``progress`` is kept up to date, so that whatever this raises (cancellation
+        included) the caller knows whether the requests may have been stored.
+        """
         with anyio.move_on_after(self._deadline):
             versions = await self._start_versions(requests, expected)
             async with self._feed.turns(requests):
@@ -104,23 +128,28 @@ class Appender:
         return await self._past_deadline(requests, progress)
 
     async def _past_deadline(
-        self, requests: list[AppendRequest], progress: _Progress
+        self, requests: list[AppendRequest], progress: AppendProgress
     ) -> list[Committed]:
         """The deadline passed. With a transaction in flight the outcome is unknown
-        (settled by a read if possible); otherwise nothing was written."""
+        (settled by a read if possible). After a refusal said an earlier call stored
+        these commit ids, they are stored but were not read back in time: unknown too,
+        and a retry returns them. Otherwise nothing was written."""
         timeout = StorageUnavailableError(
             f"aggregate {requests[0].aggregate_id!r}: no commit within the append deadline "
             f"({self._deadline:g} s)",
             code="AppendDeadline",
             operation="TransactWriteItems",
         )
-        if progress.sending is None:
-            raise timeout
-        versions, timestamp_us = progress.sending
-        return await self._settle_unknown(requests, versions, timestamp_us, timeout)
+        if progress.sending is not None:
+            return await self._settle_unknown(requests, progress, timeout)
+        if progress.landed:
+            raise _outcome_unknown(
+                requests, timeout, "an earlier call stored it, but it was not read back in time"
+            ) from timeout
+        raise timeout
 
     async def _commit(
-        self, requests: list[AppendRequest], versions: list[int], progress: _Progress
+        self, requests: list[AppendRequest], versions: list[int], progress: AppendProgress
     ) -> list[Committed]:
         timestamp_us = now_us()
         attempt = feed_retries = 0
@@ -142,8 +171,14 @@ class Appender:
                 offset = sum(len(plan.writes) for plan in plans)
                 feed_behind = self._feed.correct(rejected, feed, offset)
             except StorageUnavailableError as exc:
-                return await self._settle_unknown(requests, versions, timestamp_us, exc)
+                return await self._settle_unknown(requests, progress, exc)
+            except StorageError:
+                progress.sending = None  # AWS answered with a refusal: nothing was written
+                raise
+            except Exception as exc:  # the request may have gone out: as if its answer was lost
+                return await self._settle_unknown(requests, progress, exc)
             if any(isinstance(outcome, Landed) for outcome in outcomes):
+                progress.landed = True
                 return await self._landed(requests, outcomes)
             last = attempt == self._retries
             _raise_if_final(requests, outcomes, versions, last_attempt=last)
@@ -178,10 +213,7 @@ class Appender:
         committed = []
         for request, outcome in zip(requests, outcomes, strict=True):
             if not isinstance(outcome, Landed):
-                raise IntegrityError(
-                    f"aggregate {request.aggregate_id!r}: part of a batch with the same commit "
-                    "ids is stored and part is not"
-                )
+                raise _partly_stored(request)
             record = outcome.record or await self._read_back(request, outcome.version, requests)
             if record is None or record.commit_id != request.commit_id:
                 raise IntegrityError(
@@ -194,38 +226,99 @@ class Appender:
     async def _read_back(
         self, request: AppendRequest, version: int, requests: list[AppendRequest]
     ) -> ChangeSetRecord | None:
-        """The landed change set; if it cannot be read now, the caller is told to retry."""
+        """The landed change set; if it cannot be read now (whatever the error: the
+        client may have been closed under us), the caller is told to retry."""
         try:
             return await self._backend.get_change_set(request.aggregate_id, version)
-        except StorageError as exc:
+        except Exception as exc:
             raise _outcome_unknown(requests, exc, "it landed but could not be read back") from exc
 
     async def _settle_unknown(
-        self,
-        requests: list[AppendRequest],
-        versions: list[int],
-        timestamp_us: int,
-        exc: StorageUnavailableError,
+        self, requests: list[AppendRequest], progress: AppendProgress, cause: Exception
     ) -> list[Committed]:
-        first = requests[0]
-        try:
-            record = await self._backend.get_change_set(first.aggregate_id, versions[0] + 1)
-        except StorageError:
-            record = None
-        if record is not None and record.commit_id == first.commit_id:
+        """A sent transaction's answer was lost: read back the change set of every entry,
+        at the version this attempt wrote, and settle the outcome if the reads allow.
+
+        - Every one written by this attempt (its commit id and timestamp): it landed.
+        - Every one written by an earlier call with the same commit id (another
+          timestamp): that call landed them and this attempt cannot (the versions are
+          taken). They are returned as when a refusal says so (``Committed.earlier``).
+        - Some written by an earlier call and the others surely not stored: part of a
+          batch with these commit ids is stored and part is not, and this attempt
+          cannot land. The same :class:`IntegrityError` as when a refusal says so.
+        - Anything else is :class:`CommitOutcomeUnknownError`, with this attempt's objects
+          left in place: a version still free (the transaction may be in flight),
+          another writer's change set, a failed read, or entries that disagree in a way
+          a retry settles (this attempt seen at one version, not yet at another).
+          Retrying with the same commit ids returns the stored change sets or lands
+          them once.
+
+        A cancellation is not caught: it propagates, the outcome still in doubt.
+        """
+        assert progress.sending is not None
+        versions, timestamp_us = progress.sending
+        found = [
+            await self._look_up(request, version + 1, timestamp_us)
+            for request, version in zip(requests, versions, strict=True)
+        ]
+        kinds = {kind for kind, _ in found}
+        if kinds == {_Found.THIS_ATTEMPT}:
+            progress.sending = None
             return [Committed(version + 1, timestamp_us, None) for version in versions]
-        raise _outcome_unknown(requests, exc, "it may or may not have landed") from exc
+        if kinds == {_Found.EARLIER_CALL}:
+            progress.sending = None
+            return [Committed(r.version, r.timestamp_us, r) for _, r in found if r is not None]
+        if kinds == {_Found.EARLIER_CALL, _Found.NOT_STORED}:
+            progress.sending = None
+            missing = next(i for i, (kind, _) in enumerate(found) if kind is _Found.NOT_STORED)
+            raise _partly_stored(requests[missing]) from cause
+        raise _outcome_unknown(requests, cause, "it may or may not have landed") from cause
+
+    async def _look_up(
+        self, request: AppendRequest, version: int, timestamp_us: int
+    ) -> tuple[_Found, ChangeSetRecord | None]:
+        """Who wrote the change set at ``version``. A read that fails, whatever the error
+        (the client may have been closed under us), is ``UNSETTLED``, never raised."""
+        try:
+            record = await self._backend.get_change_set(request.aggregate_id, version)
+        except Exception:
+            return _Found.UNSETTLED, None
+        if record is None or record.commit_id != request.commit_id:
+            return (_Found.UNSETTLED if request.guarded else _Found.NOT_STORED), record
+        if record.timestamp_us != timestamp_us:
+            return _Found.EARLIER_CALL, record
+        return _Found.THIS_ATTEMPT, record
+
+
+class _Found(enum.Enum):
+    """What a read-back found at the version an attempt wrote."""
+
+    THIS_ATTEMPT = "this attempt's change set (its commit id and timestamp)"
+    EARLIER_CALL = "the commit id's change set, written by an earlier call"
+    NOT_STORED = "not this commit id, and an explicit-version append stores it nowhere else"
+    UNSETTLED = "the read failed, or an ANY append's commit id may be at another version"
+
+
+def _partly_stored(request: AppendRequest) -> IntegrityError:
+    return IntegrityError(
+        f"aggregate {request.aggregate_id!r}: part of a batch with the same commit ids is "
+        "stored and part is not"
+    )
 
 
 def _outcome_unknown(
-    requests: list[AppendRequest], exc: StorageError, what: str
+    requests: list[AppendRequest], cause: Exception, what: str
 ) -> CommitOutcomeUnknownError:
     commit_ids = tuple(request.commit_id for request in requests)
+    if isinstance(cause, StorageError):
+        code, operation = cause.code, cause.operation
+    else:
+        code, operation = type(cause).__name__, "TransactWriteItems"
     return CommitOutcomeUnknownError(
-        f"the append of commit {', '.join(map(repr, commit_ids))}: {what} ({exc}); retry "
+        f"the append of commit {', '.join(map(repr, commit_ids))}: {what} ({cause}); retry "
         "with the same commit ids and expected versions, it lands at most once",
-        code=exc.code,
-        operation=exc.operation,
+        code=code,
+        operation=operation,
         commit_id=commit_ids[0],
         commit_ids=commit_ids,
     )

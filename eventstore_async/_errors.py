@@ -18,7 +18,8 @@ Every failure a caller may want to handle differently has its own class::
         ├── SchemaMissingError                  the table or bucket does not exist
         ├── AccessDeniedError                   credentials or permissions
         └── StorageUnavailableError             throttled, timed out, unreachable
-            └── CommitOutcomeUnknownError       an append's outcome could not be settled
+            ├── CommitOutcomeUnknownError       an append's outcome could not be settled
+            └── SnapshotOutcomeUnknownError     a snapshot save's outcome could not be settled
 
 A botocore or aiohttp exception never reaches the caller: ``_aws_errors`` translates
 them in one place and chains the original as ``__cause__``.
@@ -39,6 +40,7 @@ __all__ = [
     "InvalidInputError",
     "LeaseLostError",
     "SchemaMissingError",
+    "SnapshotOutcomeUnknownError",
     "StorageError",
     "StorageUnavailableError",
     "StoreClosedError",
@@ -211,3 +213,20 @@ class CommitOutcomeUnknownError(StorageUnavailableError):
         self.commit_id = commit_id
         #: Every commit id of the batch (``(commit_id,)`` for a single append).
         self.commit_ids = commit_ids or (commit_id,)
+
+
+class SnapshotOutcomeUnknownError(StorageUnavailableError):
+    """A snapshot's transaction was sent but whether it landed could not be settled:
+    the response was lost and reading the snapshot back did not find it (or failed).
+
+    Saving again is safe: a snapshot of the same version replaces this one. Its
+    offloaded state, if any, is left for ``sweep_orphans``, which deletes it only if
+    no snapshot points to it.
+    """
+
+    def __init__(
+        self, message: str, *, code: str, operation: str, aggregate_id: str, version: int
+    ) -> None:
+        super().__init__(message, code=code, operation=operation)
+        self.aggregate_id = aggregate_id
+        self.version = version

@@ -1,15 +1,22 @@
-"""Load and read: consistent, paginated, every page followed."""
+"""Load and read: consistent, paginated, every page followed.
+
+A load from a snapshot races the saves that evict or overwrite snapshots (and delete
+their objects): it re-reads when the object it needs is gone, see
+:func:`load_from_snapshot`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import aclosing
+from dataclasses import dataclass
 from decimal import Decimal
 
 from ._backend import Backend
 from ._decode import ChangeSetDecoder, to_head
 from ._errors import AggregateNotFoundError, IntegrityError
-from ._models import AggregateHistory, ChangeSet
+from ._models import AggregateHistory, ChangeSet, Snapshot
+from ._offload import PayloadMissingError
 from ._records import ChangeSetRecord, HeadRecord, SnapshotRecord, snapshot_sort_key
 
 __all__ = ["load_from_snapshot", "load_history", "read_change_sets"]
@@ -39,11 +46,54 @@ async def load_history(
     return AggregateHistory(head=to_head(head), change_sets=tuple(change_sets))
 
 
+#: Reads of the head and the newest snapshot before a load stops using snapshots and
+#: replays every change set. A read is repeated only when a concurrent save deleted the
+#: object of the snapshot it found (eviction past ``keep``, or an overwrite).
+SNAPSHOT_READS = 3
+
+
 async def load_from_snapshot(
     backend: Backend, decoder: ChangeSetDecoder, aggregate_id: str, schema: str, high: int | None
 ) -> AggregateHistory:
     """The newest snapshot of ``schema`` (at or before ``high``) and the change sets
-    after it: a GetItem of the head, then one Query from the snapshot on."""
+    after it: a GetItem of the head, then one Query from the snapshot on.
+
+    A save deletes the object of a snapshot it evicts or overwrites right after its
+    commit, so this load may find the object gone after reading the item. It then reads
+    the head and the snapshot again (at most ``SNAPSHOT_READS`` in all) and finally
+    replays every change set. Only a snapshot found again, pointer unchanged, after its
+    object was missing is an :class:`IntegrityError`: nothing deleted it legitimately.
+    """
+    missing: PayloadMissingError | None = None
+    for _ in range(SNAPSHOT_READS):
+        found = await _read_from_newest_snapshot(backend, aggregate_id, schema, high)
+        if found.snapshot is None:
+            return await _history(decoder, found, None)
+        _raise_if_still_missing(aggregate_id, found.snapshot, missing)
+        try:
+            snapshot = await decoder.snapshot(found.snapshot)
+        except PayloadMissingError as gone:  # evicted or overwritten since the read
+            missing = gone
+            continue
+        return await _history(decoder, found, snapshot)
+    return await load_history(backend, decoder, aggregate_id, 1, high)
+
+
+@dataclass(frozen=True, slots=True)
+class _SnapshotRead:
+    """One consistent pass: the head, the snapshot it led to (None: replay from 1),
+    and the change sets after it up to ``last``."""
+
+    aggregate_id: str
+    head: HeadRecord
+    last: int
+    snapshot: SnapshotRecord | None
+    records: list[ChangeSetRecord]
+
+
+async def _read_from_newest_snapshot(
+    backend: Backend, aggregate_id: str, schema: str, high: int | None
+) -> _SnapshotRead:
     head = await backend.get_head(aggregate_id)
     if head is None:
         raise AggregateNotFoundError(aggregate_id)
@@ -56,13 +106,32 @@ async def load_from_snapshot(
         )
     if snapshot is None:  # none yet, or evicted between the two reads: replay everything
         records = await _collect(backend, aggregate_id, 1, last)
+    return _SnapshotRead(aggregate_id, head, last, snapshot, records)
+
+
+def _raise_if_still_missing(
+    aggregate_id: str, snapshot: SnapshotRecord, missing: PayloadMissingError | None
+) -> None:
+    """A save deletes a snapshot's object only after its commit took the snapshot off
+    the head, so one still listed with the object found missing before is damaged."""
+    pointer = snapshot.pointer
+    if missing is None or pointer is None or pointer.key != missing.key:
+        return
+    raise IntegrityError(
+        f"aggregate {aggregate_id!r}: snapshot {snapshot.version} of schema "
+        f"{snapshot.schema!r} is listed on the head but its offloaded payload "
+        f"{missing.key!r} is missing"
+    ) from missing
+
+
+async def _history(
+    decoder: ChangeSetDecoder, found: _SnapshotRead, snapshot: Snapshot | None
+) -> AggregateHistory:
     low = snapshot.version + 1 if snapshot else 1
-    _check_contiguous(aggregate_id, records, low, last)
-    change_sets = await decoder.change_sets(records)
+    _check_contiguous(found.aggregate_id, found.records, low, found.last)
+    change_sets = await decoder.change_sets(found.records)
     return AggregateHistory(
-        head=to_head(head),
-        change_sets=tuple(change_sets),
-        snapshot=await decoder.snapshot(snapshot) if snapshot else None,
+        head=to_head(found.head), change_sets=tuple(change_sets), snapshot=snapshot
     )
 
 

@@ -1,7 +1,10 @@
 """An in-process backend with DynamoDB's semantics, for fast unit tests.
 
 Every condition the DynamoDB backend sends is checked here the same way, and a
-refused commit reports the old items just as ``ALL_OLD`` does. A commit checks and
+refused commit reports the old items just as ``ALL_OLD`` does. A plan DynamoDB would
+refuse outright (no writes or more than 100, or two writes to one item) raises the
+:class:`StorageError` with code ``ValidationException`` that the DynamoDB backend
+raises for it, so the store cannot build one unnoticed in unit tests. A commit checks and
 applies its writes with no await in between, so it is atomic on the event loop.
 The schema exists from the start; ``drop_schema()`` removes it.
 """
@@ -54,6 +57,8 @@ from ._records import (
 __all__ = ["MemoryBackend"]
 
 _DEFAULT_PAGE = 1000
+#: DynamoDB's limit of actions in one TransactWriteItems.
+_MAX_TRANSACTION_ACTIONS = 100
 
 
 class MemoryBackend:
@@ -93,6 +98,7 @@ class MemoryBackend:
 
     async def commit(self, plan: CommitPlan) -> None:
         await anyio.lowlevel.checkpoint()
+        _check_transaction(plan)
         table = self._table
         olds = [table.get(pk, {}).get(sk) for pk, sk in map(_address, plan.writes)]
         reasons = [
@@ -164,6 +170,32 @@ class MemoryBackend:
             if len(keys) <= self._page_size:
                 return
             start = _after(page_keys[-1])
+
+
+def _check_transaction(plan: CommitPlan) -> None:
+    """Refuse what DynamoDB validates before any condition: 1 to 100 actions, each on
+    its own item (it answers ``ValidationException``, which the DynamoDB backend raises
+    as a :class:`StorageError`)."""
+    count = len(plan.writes)
+    if not 1 <= count <= _MAX_TRANSACTION_ACTIONS:
+        raise _validation_error(
+            "1 validation error detected at 'transactItems' failed to satisfy constraint: "
+            f"Member must have length between 1 and {_MAX_TRANSACTION_ACTIONS} "
+            f"(the plan has {count} writes)"
+        )
+    seen: set[tuple[str, SortKey]] = set()
+    for write in plan.writes:
+        address = _address(write)
+        if address in seen:
+            raise _validation_error(
+                "Transaction request cannot include multiple operations on one item "
+                f"(pk {address[0]!r}, sk {address[1]}: {type(write).__name__} and another)"
+            )
+        seen.add(address)
+
+
+def _validation_error(message: str) -> StorageError:
+    return StorageError(message, code="ValidationException", operation="TransactWriteItems")
 
 
 def _after(sort_key: SortKey) -> SortKey:

@@ -9,6 +9,9 @@ parts in flight.
 
 Reading: a pointer's object is downloaded, its size and SHA-256 checked before
 anything is decoded (:class:`IntegrityError` otherwise), then decompressed and decoded.
+An object that is not there at all raises :class:`PayloadMissingError`, an
+``IntegrityError`` that a snapshot load can tell apart: a concurrent snapshot save may
+delete the object of a snapshot the load has just read (see ``_load``).
 :meth:`PayloadReader.iter_events` spools the object to a temporary file instead, so a
 change set of any size is checked, then yielded one event at a time.
 
@@ -41,6 +44,7 @@ from ._upload import upload
 __all__ = [
     "EncodedPayload",
     "Offloader",
+    "PayloadMissingError",
     "PayloadReader",
     "aggregate_of_key",
     "object_key",
@@ -79,6 +83,19 @@ class EncodedPayload:
     event_count: int
     payload: bytes | None  # inline bytes, or None when offloaded
     pointer: ObjectPointer | None
+
+
+class PayloadMissingError(IntegrityError):
+    """The object a pointer names is not in the bucket (as opposed to a corrupt one).
+
+    Callers see an :class:`IntegrityError` (this class is not exported); the snapshot
+    load catches it to re-read the head when a concurrent save deleted the object it
+    was about to read.
+    """
+
+    def __init__(self, key: str) -> None:
+        super().__init__(f"offloaded payload {key!r} is missing")
+        self.key = key
 
 
 class _Counter:
@@ -241,7 +258,12 @@ class PayloadReader:
         self._objects = objects
 
     async def fetch(self, pointer: ObjectPointer) -> bytes:
-        """The decompressed payload, after its size and hash were checked."""
+        """The decompressed payload, after its size and hash were checked.
+
+        Raises:
+            PayloadMissingError: the object is not there.
+            IntegrityError: it does not match the pointer or does not decompress.
+        """
         objects = self._require_objects()
         digest = hashlib.sha256()
         parts: list[bytes] = []
@@ -286,7 +308,7 @@ class PayloadReader:
                     yield chunk
         except StorageError as exc:
             if exc.code in {"NoSuchKey", "404"}:
-                raise IntegrityError(f"offloaded payload {pointer.key!r} is missing") from exc
+                raise PayloadMissingError(pointer.key) from exc
             raise
 
     def _require_objects(self) -> ObjectStore:

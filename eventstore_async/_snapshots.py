@@ -7,11 +7,29 @@ versions per schema, so a load knows where to start after one GetItem: two reque
 whatever the history's length. Saving is one transaction: the head's list (guarded by
 ``snap_seq``, so concurrent saves cannot lose one), the snapshot, and the deletion of
 snapshots past ``keep``. Large states are offloaded to S3 like change sets.
+
+One transaction holds at most 100 actions, so a save deletes at most
+``MAX_DELETIONS`` old snapshots (the oldest first); any others past ``keep`` stay
+listed on the head, still valid and still used by loads, and go on later saves.
+
+The objects of evicted or overwritten snapshots are deleted after the commit; a load
+that read such a snapshot just before re-reads (``_load``). The new state's object is
+deleted when the save certainly did not land (it failed before sending, or the
+transaction was refused); when the outcome is unknown (response lost, cancelled in
+flight) the snapshot is read back, and if that does not settle it
+:class:`SnapshotOutcomeUnknownError` is raised and the object is left to
+``sweep_orphans``, which deletes it only if no snapshot points to it. Any other
+failure of the request itself is raised as is, its object also left to the sweep.
+
+The transaction's ``ClientRequestToken`` is a hash of the aggregate, schema,
+``snap_seq``, version and timestamp (:func:`request_token`), like an append's.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
@@ -19,7 +37,13 @@ import anyio
 from ._append import full_jitter
 from ._backend import Backend
 from ._config import StoreConfig
-from ._errors import AggregateNotFoundError, InvalidInputError, StorageUnavailableError
+from ._errors import (
+    AggregateNotFoundError,
+    InvalidInputError,
+    SnapshotOutcomeUnknownError,
+    StorageError,
+    StorageUnavailableError,
+)
 from ._offload import EncodedPayload, Offloader
 from ._records import (
     CommitPlan,
@@ -29,15 +53,27 @@ from ._records import (
     PutSnapshot,
     SnapshotIndexWrite,
     SnapshotRecord,
+    SortKey,
     Write,
     snapshot_sort_key,
 )
 from ._timeutil import now_us
 
-__all__ = ["SnapshotWriter", "check_keep", "check_schema"]
+__all__ = [
+    "MAX_DELETIONS",
+    "SnapshotWriter",
+    "check_keep",
+    "check_schema",
+    "request_token",
+]
 
 _SCHEMA = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MAX_KEEP = 100
+#: DynamoDB's limit on actions in one TransactWriteItems.
+MAX_TRANSACTION_ACTIONS = 100
+#: Old snapshots one save deletes at most: the transaction's room once the head's list
+#: and the snapshot itself are written.
+MAX_DELETIONS = MAX_TRANSACTION_ACTIONS - 2
 
 
 def check_schema(schema: Any) -> str:
@@ -47,9 +83,27 @@ def check_schema(schema: Any) -> str:
 
 
 def check_keep(keep: Any) -> int:
+    """``keep`` bounds the head's list, not a save's transaction: deletions past one
+    transaction's room are spread over later saves (see ``MAX_DELETIONS``)."""
     if isinstance(keep, bool) or not isinstance(keep, int) or not 1 <= keep <= MAX_KEEP:
         raise InvalidInputError("keep", f"must be an int from 1 to {MAX_KEEP}")
     return keep
+
+
+@dataclass(slots=True)
+class _Sending:
+    """Whether a transaction that may have landed was sent: then the new state's
+    object must not be deleted, a committed snapshot may point to it."""
+
+    in_flight: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Retention:
+    """What a save does to the head's list of one schema."""
+
+    listed: tuple[int, ...]  # the versions listed after the save, oldest first
+    deleted: tuple[int, ...]  # the snapshots it deletes (at most MAX_DELETIONS)
 
 
 class SnapshotWriter:
@@ -62,39 +116,46 @@ class SnapshotWriter:
     async def save(
         self, aggregate_id: str, version: int, state: Any, schema: str, keep: int
     ) -> SnapshotRecord | None:
-        """Store the snapshot; None when ``keep`` newer ones make it useless."""
+        """Store the snapshot; None when ``keep`` newer ones make it useless.
+
+        Raises:
+            SnapshotOutcomeUnknownError: sent, but whether it landed is unknown.
+        """
         head = await self._head(aggregate_id, version)
-        if _retained(head, schema, version, keep) is None:
+        if _retention(head, schema, version, keep) is None:
             return None
         encoded = await self._offloader.encode(aggregate_id, [state])
         record = _record(aggregate_id, version, schema, encoded)
+        sending = _Sending()
         try:
-            return await self._commit(head, record, keep)
+            return await self._commit(head, record, keep, sending)
         except _Superseded:
-            if record.pointer is not None:
-                await self._offloader.discard(record.pointer.key)
+            await self._discard_state(record)
             return None
         except BaseException:
-            if encoded.pointer is not None:
+            if not sending.in_flight:  # nothing landed: no snapshot points to the object
                 with anyio.CancelScope(shield=True):
-                    await self._offloader.discard(encoded.pointer.key)
+                    await self._discard_state(record)
             raise
 
-    async def _commit(self, head: HeadRecord, record: SnapshotRecord, keep: int) -> SnapshotRecord:
+    async def _commit(
+        self, head: HeadRecord, record: SnapshotRecord, keep: int, sending: _Sending
+    ) -> SnapshotRecord:
         for attempt in range(self._retries + 1):
-            kept = _retained(head, record.schema, record.version, keep)
-            if kept is None:
+            retention = _retention(head, record.schema, record.version, keep)
+            if retention is None:
                 raise _Superseded
-            replaced = [v for v in head.snapshots.get(record.schema, ()) if v not in kept]
-            if record.version in head.snapshots.get(record.schema, ()):
-                replaced.append(record.version)  # overwritten: its object goes too
-            stale = await self._objects_of(record, replaced)
+            stale = await self._objects_of(record, _removed(head, record, retention))
+            sending.in_flight = True
             try:
-                await self._backend.commit(_plan(head, record, kept))
+                await self._backend.commit(_plan(head, record, retention))
             except CommitRejected:
+                sending.in_flight = False  # refused: this attempt wrote nothing
                 await anyio.sleep(full_jitter(attempt, *self._backoff))
                 head = await self._head(record.aggregate_id, record.version)
                 continue
+            except StorageUnavailableError as exc:
+                await self._settle(record, exc)
             for key in stale:
                 await self._offloader.discard(key)
             return record
@@ -104,6 +165,26 @@ class SnapshotWriter:
             code="TransactionConflict",
             operation="TransactWriteItems",
         )
+
+    async def _settle(self, record: SnapshotRecord, exc: StorageUnavailableError) -> None:
+        """The transaction failed in transport: return if the snapshot is stored (it
+        landed), else raise, since it may still have landed or land yet."""
+        sort_key = snapshot_sort_key(record.version, record.schema)
+        try:
+            stored = await self._backend.get(record.aggregate_id, sort_key)
+        except StorageError:
+            stored = None
+        if _is_same_snapshot(stored, record):
+            return
+        raise SnapshotOutcomeUnknownError(
+            f"aggregate {record.aggregate_id!r}: the snapshot at version {record.version} "
+            f"(schema {record.schema!r}) may or may not have been saved ({exc}); saving "
+            "it again is safe",
+            code=exc.code,
+            operation=exc.operation,
+            aggregate_id=record.aggregate_id,
+            version=record.version,
+        ) from exc
 
     async def _head(self, aggregate_id: str, version: int) -> HeadRecord:
         head = await self._backend.get_head(aggregate_id)
@@ -117,24 +198,56 @@ class SnapshotWriter:
 
     async def _objects_of(self, record: SnapshotRecord, versions: list[int]) -> list[str]:
         """S3 keys of the snapshots this save removes or overwrites."""
-        keys = []
-        for version in versions:
-            old = await self._backend.get(
-                record.aggregate_id, snapshot_sort_key(version, record.schema)
-            )
-            if isinstance(old, SnapshotRecord) and old.pointer is not None:
-                keys.append(old.pointer.key)
-        return keys
+        if not versions:
+            return []
+        keys: list[tuple[str, SortKey]] = [
+            (record.aggregate_id, snapshot_sort_key(v, record.schema)) for v in versions
+        ]
+        olds = await self._backend.get_many(keys)
+        return [
+            old.pointer.key
+            for old in olds
+            if isinstance(old, SnapshotRecord) and old.pointer is not None
+        ]
+
+    async def _discard_state(self, record: SnapshotRecord) -> None:
+        """Delete the new state's object: only once no snapshot can point to it."""
+        if record.pointer is not None:
+            await self._offloader.discard(record.pointer.key)
 
 
 class _Superseded(Exception):
     """Newer snapshots arrived meanwhile; this one would be dropped at once."""
 
 
-def _retained(head: HeadRecord, schema: str, version: int, keep: int) -> tuple[int, ...] | None:
-    """The versions kept after adding ``version``; None if it would not be among them."""
-    kept = tuple(sorted({*head.snapshots.get(schema, ()), version}))[-keep:]
-    return kept if version in kept else None
+def _retention(head: HeadRecord, schema: str, version: int, keep: int) -> _Retention | None:
+    """The ``keep`` newest versions once ``version`` is added (None if it is not among
+    them), plus those past ``keep`` that do not fit in this save's transaction: the
+    oldest are deleted first, the others stay listed until a later save."""
+    listed = head.snapshots.get(schema, ())
+    newest = tuple(sorted({*listed, version}))[-keep:]
+    if version not in newest:
+        return None
+    dropped = sorted(v for v in listed if v not in newest)
+    deleted, overflow = dropped[:MAX_DELETIONS], dropped[MAX_DELETIONS:]
+    return _Retention(listed=tuple(sorted({*overflow, *newest})), deleted=tuple(deleted))
+
+
+def _removed(head: HeadRecord, record: SnapshotRecord, retention: _Retention) -> list[int]:
+    """Versions whose stored snapshot this save deletes or overwrites."""
+    removed = list(retention.deleted)
+    if record.version in head.snapshots.get(record.schema, ()):
+        removed.append(record.version)  # overwritten: its object goes too
+    return removed
+
+
+def _is_same_snapshot(stored: object, record: SnapshotRecord) -> bool:
+    return (
+        isinstance(stored, SnapshotRecord)
+        and stored.timestamp_us == record.timestamp_us
+        and stored.pointer == record.pointer
+        and stored.payload == record.payload
+    )
 
 
 def _record(
@@ -150,16 +263,29 @@ def _record(
     )
 
 
-def _plan(head: HeadRecord, record: SnapshotRecord, kept: tuple[int, ...]) -> CommitPlan:
+def _plan(head: HeadRecord, record: SnapshotRecord, retention: _Retention) -> CommitPlan:
     index = SnapshotIndexWrite(
         aggregate_id=record.aggregate_id,
         schema=record.schema,
-        versions=kept,
+        versions=retention.listed,
         expected_seq=head.snapshot_seq,
         min_version=record.version,
     )
-    dropped = [v for v in head.snapshots.get(record.schema, ()) if v not in kept]
     writes: list[Write] = [index, PutSnapshot(record)]
-    writes += [DeleteSnapshot(record.aggregate_id, v, record.schema) for v in dropped]
-    token = f"snap-{head.snapshot_seq}-{record.timestamp_us}"[:36]
-    return CommitPlan(writes=tuple(writes), token=token)
+    writes += [DeleteSnapshot(record.aggregate_id, v, record.schema) for v in retention.deleted]
+    return CommitPlan(writes=tuple(writes), token=request_token(record, head.snapshot_seq))
+
+
+def request_token(record: SnapshotRecord, snapshot_seq: int) -> str:
+    """The ``ClientRequestToken`` (at most 36 characters) of one save attempt.
+
+    Like an append's (``_plan.request_token``), a hash of everything that tells the
+    attempt apart: the aggregate, the schema, the head's ``snap_seq`` the attempt
+    builds on, the version and the save's timestamp. botocore's re-sends keep it, so a
+    re-sent transaction that landed is answered with success; saves of other
+    aggregates or schemas in the same microsecond get other tokens instead of
+    ``IdempotentParameterMismatch``.
+    """
+    parts = (record.aggregate_id, record.schema, snapshot_seq, record.version, record.timestamp_us)
+    seed = "\x00".join(map(str, parts))
+    return hashlib.sha256(seed.encode()).hexdigest()[:36]

@@ -16,7 +16,7 @@ from collections.abc import (
     Mapping,
     Sequence,
 )
-from contextlib import aclosing, contextmanager
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass
 from datetime import timedelta
 from types import TracebackType
@@ -25,7 +25,7 @@ from typing import Any, Literal, Self, TypeVar
 import anyio
 import msgspec
 
-from ._append import Appender, Committed
+from ._append import Appender, AppendProgress, Committed
 from ._backend import Backend
 from ._codec import EventCodec
 from ._config import (
@@ -42,6 +42,7 @@ from ._errors import (
     ChangeSetTooLargeError,
     CommitOutcomeUnknownError,
     InvalidInputError,
+    StorageError,
     StoreClosedError,
 )
 from ._feed import shard_of
@@ -63,18 +64,21 @@ from ._offload import EncodedPayload, Offloader, PayloadReader
 from ._plan import AppendRequest
 from ._records import ViewRecord, view_partition
 from ._snapshots import SnapshotWriter, check_keep, check_schema
-from ._subscription import Subscription, SubscriptionSettings
+from ._subscription import ConflictBackoff, Subscription, SubscriptionSettings
 from ._sweep import sweep_orphans
 from ._timeutil import from_us
 from ._validation import (
     check_aggregate_id,
+    check_aggregate_ids,
     check_aggregate_type,
     check_commit_id,
     check_count,
+    check_events,
     check_expected_version,
     check_metadata,
     check_seconds,
     check_start,
+    check_version,
     check_version_range,
 )
 from ._views import check_name, check_view_key, check_view_name
@@ -293,7 +297,7 @@ class EventStore:
         """
         self._require_open()
         header = self._check_append(
-            aggregate_id, expected_version, aggregate_type, metadata, commit_id
+            aggregate_id, events, expected_version, aggregate_type, metadata, commit_id
         )
         (change_set,) = await self._commit([header], [events])
         return change_set
@@ -323,25 +327,69 @@ class EventStore:
         return await self._commit(headers, [append.events for append in appends])
 
     async def _commit(self, headers: list[_AppendHeader], events: list[Any]) -> list[ChangeSet]:
+        """Encode (and offload) every entry's events, then commit them in one transaction.
+
+        When this fails, or is cancelled, the objects uploaded for it are deleted unless
+        a stored change set may point to them (see :func:`_may_be_referenced`); those
+        are left to ``sweep_orphans``.
+        """
         encoded: list[EncodedPayload] = []
+        progress = AppendProgress()
         try:
-            for index, (header, entry_events) in enumerate(zip(headers, events, strict=True)):
-                with _naming(f"appends[{index}]." if len(headers) > 1 else ""):
-                    encoded.append(await self._offloader.encode(header.aggregate_id, entry_events))
+            await self._encode_all(headers, events, encoded)
             requests = [h.request(e) for h, e in zip(headers, encoded, strict=True)]
             _check_sizes(requests, feed=self._config.feed_shards > 0)
-            committed = await self._appender.append(requests, [h.expected for h in headers])
-        except Exception as exc:
-            if not isinstance(exc, CommitOutcomeUnknownError):  # nothing references them
-                with anyio.CancelScope(shield=True):
-                    for payload in encoded:
-                        if payload.pointer is not None:
-                            await self._offloader.discard(payload.pointer.key)
+            expected = [h.expected for h in headers]
+            committed = await self._appender.append(requests, expected, progress)
+        except BaseException as exc:
+            if not _may_be_referenced(exc, progress):
+                await self._discard_uploaded(encoded)
             raise
         return [
             await self._result(request, done)
             for request, done in zip(requests, committed, strict=True)
         ]
+
+    async def _encode_all(
+        self, headers: list[_AppendHeader], events: list[Any], encoded: list[EncodedPayload]
+    ) -> None:
+        """Encode the entries one after another into ``encoded`` (which, on a failure,
+        holds what was already uploaded), within ``max_upload_seconds`` in all.
+
+        The bound keeps the invariant the sweep relies on: an object's age when its
+        change set commits is at most ``commit_window_seconds``. Every object of this
+        commit is started after ``started``; encoding ends at most ``max_upload_seconds``
+        later; then the append's deadline, and one request sent just before it
+        (``connect_timeout + read_timeout``), bound the time to the commit.
+        """
+        started = anyio.current_time()
+        batch = len(headers) > 1
+        for index, (header, entry_events) in enumerate(zip(headers, events, strict=True)):
+            with _naming(f"appends[{index}]." if batch else ""):
+                encoded.append(await self._offloader.encode(header.aggregate_id, entry_events))
+        self._check_encode_time(encoded, anyio.current_time() - started)
+
+    def _check_encode_time(self, encoded: list[EncodedPayload], seconds: float) -> None:
+        """Refuse to commit objects whose encoding took longer than ``max_upload_seconds``
+        (counted from before the first entry), so no sweep can have deleted one."""
+        limit = self._config.max_upload_seconds
+        if seconds > limit and any(payload.pointer is not None for payload in encoded):
+            raise StorageError(
+                f"encoding and uploading the change sets took {seconds:.1f} s, over "
+                f"max_upload_seconds ({limit:g} s); nothing was committed",
+                code="UploadTooSlow",
+                operation="PutObject",
+            )
+
+    async def _discard_uploaded(self, encoded: list[EncodedPayload]) -> None:
+        """Delete the objects of an append that did not land. Shielded, so a cancelled
+        append cleans up too; an object that cannot be deleted (the store may be
+        closing) is left to the sweep rather than hide the append's own error."""
+        with anyio.CancelScope(shield=True):
+            for payload in encoded:
+                if payload.pointer is not None:
+                    with suppress(Exception):
+                        await self._offloader.discard(payload.pointer.key)
 
     def _check_batch(self, appends: Any) -> list[_AppendHeader]:
         if not isinstance(appends, Sequence) or isinstance(appends, str | bytes):
@@ -356,6 +404,7 @@ class EventStore:
                 headers.append(
                     self._check_append(
                         append.aggregate_id,
+                        append.events,
                         append.expected_version,
                         append.aggregate_type,
                         append.metadata,
@@ -368,11 +417,14 @@ class EventStore:
     def _check_append(
         self,
         aggregate_id: Any,
+        events: Any,
         expected_version: Any,
         aggregate_type: Any,
         metadata: Any,
         commit_id: Any,
     ) -> _AppendHeader:
+        """Every check of an append that needs no encoding of its events, so that a
+        batch is refused before any entry is uploaded."""
         aggregate_id = check_aggregate_id(aggregate_id)
         expected = check_expected_version(expected_version)
         aggregate_type = check_aggregate_type(aggregate_type)
@@ -385,6 +437,7 @@ class EventStore:
                 raise InvalidInputError(
                     "metadata", f"encodes to {len(metadata_bytes)} bytes, over {MAX_METADATA_BYTES}"
                 )
+        check_events(events)
         return _AppendHeader(
             aggregate_id=aggregate_id,
             expected=expected,
@@ -449,13 +502,16 @@ class EventStore:
         With ``snapshot_schema``, the newest snapshot made with that schema (at or before
         ``to_version``) comes back as ``history.snapshot`` and ``change_sets`` holds only
         the change sets after it: two requests whatever the history's length. Snapshots
-        of other schemas are ignored; with none usable, every change set is loaded.
+        of other schemas are ignored; with none usable, every change set is loaded. If a
+        concurrent save evicts or overwrites the snapshot being read, the load reads
+        again (at most 3 times), then replays every change set.
 
         Raises:
             InvalidInputError: a bad id, version range or schema (``from_version`` must
                 stay 1 with a snapshot schema).
             AggregateNotFoundError: the aggregate has no change sets.
-            IntegrityError: stored data does not decode or a version is missing.
+            IntegrityError: stored data does not decode, a version is missing, or a
+                snapshot listed on the head has lost its offloaded state.
             StorageError: AWS failed the request.
         """
         self._require_open()
@@ -482,9 +538,11 @@ class EventStore:
 
         ``state`` is a msgspec Struct or a str-keyed mapping (encoded like an event;
         large states go to S3). Only the ``keep`` newest snapshots per schema are kept;
-        older ones are deleted in the same transaction. Concurrent saves never lose one.
-        A load that asks for another schema ignores this snapshot, so bump the schema
-        when the state's shape changes.
+        older ones are deleted in the same transaction, at most 98 of them (DynamoDB's
+        100-action transaction limit): any others past ``keep`` stay retained and valid,
+        and later saves delete them. Concurrent saves never lose one. A load that asks
+        for another schema ignores this snapshot, so bump the schema when the state's
+        shape changes.
 
         Returns:
             The snapshot, or ``None`` when ``keep`` newer snapshots already exist.
@@ -492,11 +550,14 @@ class EventStore:
         Raises:
             InvalidInputError: a bad argument, or ``version`` past the aggregate's.
             AggregateNotFoundError: the aggregate does not exist.
+            SnapshotOutcomeUnknownError: the transaction was sent but its response was
+                lost and reading the snapshot back did not settle whether it landed.
+                Saving again is safe; an offloaded state is left for ``sweep_orphans``.
             StorageError: AWS failed a request.
         """
         self._require_open()
         aggregate_id = check_aggregate_id(aggregate_id)
-        checked_version, _ = check_version_range(version, None)
+        checked_version = check_version(version)
         schema = check_schema(schema)
         keep = check_keep(keep)
         record = await self._snapshots.save(aggregate_id, checked_version, state, schema, keep)
@@ -538,8 +599,7 @@ class EventStore:
         """
         self._require_open()
         aggregate_id = check_aggregate_id(aggregate_id)
-        low, _ = check_version_range(version, None)
-        return self._iter_events(aggregate_id, low)
+        return self._iter_events(aggregate_id, check_version(version))
 
     async def _iter_events(self, aggregate_id: str, version: int) -> AsyncIterator[Any]:
         record = await self._backend.get_change_set(aggregate_id, version)
@@ -567,7 +627,7 @@ class EventStore:
             Others: as :meth:`load`.
         """
         self._require_open()
-        ids = list(dict.fromkeys(check_aggregate_id(i, "aggregate_ids") for i in aggregate_ids))
+        ids = check_aggregate_ids(aggregate_ids)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise InvalidInputError("concurrency", "must be a positive int")
         results: dict[str, AggregateHistory | None] = dict.fromkeys(ids)
@@ -615,7 +675,11 @@ class EventStore:
         after ``lease_seconds``.
 
         Raises:
-            InvalidInputError: a bad argument, or the feed is off.
+            InvalidInputError: a bad argument (``max_poll_interval`` below
+                ``poll_interval`` included), or the feed is off.
+            StorageUnavailableError: (from the subscription's calls) a checkpoint
+                transaction still cancelled by other transactions after the retries;
+                nothing was written and the lease is still held.
         """
         self._require_open()
         settings = SubscriptionSettings(
@@ -627,6 +691,7 @@ class EventStore:
             poll_min=check_seconds(poll_interval, "poll_interval", 0.001, 60.0),
             poll_max=check_seconds(max_poll_interval, "max_poll_interval", 0.001, 600.0),
             wait=bool(wait),
+            backoff=ConflictBackoff.of(self._config),
         )
         if not settings.shards:
             raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
@@ -723,6 +788,16 @@ def _companion_bytes(request: AppendRequest, feed: bool) -> int:
     ids = len(request.aggregate_id.encode()) + len(request.commit_id.encode())
     kind = len(request.aggregate_type.encode()) if request.aggregate_type else 0
     return copies * (ids + 256) + kind + (128 if feed else 0)
+
+
+def _may_be_referenced(error: BaseException, progress: AppendProgress) -> bool:
+    """Whether a stored change set may point to the objects of a failed append: a
+    transaction carrying them was sent and its outcome never settled, or the caller is
+    told the outcome is unknown. Otherwise the append definitely did not land: it
+    failed (or was cancelled) before anything was sent (validation, encoding, sizes,
+    uploads), or its transaction was refused (ConcurrencyError,
+    AggregateTypeMismatchError, a refused or still-conflicting transaction...)."""
+    return progress.in_doubt or isinstance(error, CommitOutcomeUnknownError)
 
 
 @contextmanager

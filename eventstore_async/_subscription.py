@@ -12,14 +12,22 @@ renewed in the background. A second consumer waits until the lease is released o
 expires, then takes over from the checkpoint. ``project()`` writes read-model
 documents and the checkpoint in one transaction, so a crash never applies a change set
 twice to that read model.
+
+Only a failed condition on the checkpoint item means the lease is lost. A transaction
+cancelled because another one was in flight on the item (``TransactionConflict``: the
+renewal, a waiting successor's attempt) or by throttling is retried with bounded
+full-jitter backoff, as appends are (``conflict_retries``, ``backoff_base``,
+``backoff_max``). Once the lease is known lost, renewal stops: it must not take back
+behind the consumer's back a lease it was told is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import math
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Self
@@ -28,13 +36,17 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from ._append import full_jitter
 from ._backend import Backend
 from ._codec import EventCodec
+from ._config import StoreConfig
 from ._decode import ChangeSetDecoder
 from ._errors import (
     IntegrityError,
+    InvalidInputError,
     LeaseLostError,
     StorageError,
+    StorageUnavailableError,
     SubscriptionBusyError,
 )
 from ._models import ChangeSet
@@ -55,15 +67,52 @@ from ._records import (
     feed_partition,
 )
 from ._timeutil import now_us
-from ._views import check_view_key, check_view_name
+from ._views import check_documents, check_view_name
 
-__all__ = ["Subscription", "SubscriptionSettings"]
+__all__ = ["ConflictBackoff", "Subscription", "SubscriptionSettings"]
 
 _PAGE = 100
+
+#: Cancellation reasons a new attempt may not meet again: another transaction was in
+#: flight on one of the items, or the table was throttled. Any other reason
+#: (ValidationError, ItemCollectionSizeLimitExceeded...) no retry mends.
+_TRANSIENT_REASONS = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
+)
+
+
+def _config_default(field: str) -> Any:
+    """The default of a :class:`StoreConfig` field, so that both stay one number."""
+    return next(f.default for f in dataclasses.fields(StoreConfig) if f.name == field)
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictBackoff:
+    """How a checkpoint transaction cancelled by another transaction is retried: like
+    an append (StoreConfig's ``conflict_retries``, ``backoff_base``, ``backoff_max``)."""
+
+    retries: int = _config_default("conflict_retries")
+    base: float = _config_default("backoff_base")
+    cap: float = _config_default("backoff_max")
+
+    @classmethod
+    def of(cls, config: StoreConfig) -> ConflictBackoff:
+        return cls(config.conflict_retries, config.backoff_base, config.backoff_max)
+
+    def seconds(self, attempt: int) -> float:
+        """Full-jitter wait before retry ``attempt`` (0-based)."""
+        return full_jitter(attempt, self.base, self.cap)
 
 
 @dataclass(frozen=True, slots=True)
 class SubscriptionSettings:
+    """The checked arguments of ``EventStore.subscribe``.
+
+    Raises:
+        InvalidInputError: ``max_poll_interval`` (``poll_max``) is below
+            ``poll_interval`` (``poll_min``).
+    """
+
     name: str
     start: Literal["beginning", "end"]
     shards: int
@@ -72,6 +121,15 @@ class SubscriptionSettings:
     poll_min: float
     poll_max: float
     wait: bool
+    backoff: ConflictBackoff = ConflictBackoff()
+
+    def __post_init__(self) -> None:
+        if self.poll_max < self.poll_min:
+            raise InvalidInputError(
+                "max_poll_interval",
+                f"is {self.poll_max:g} s, below poll_interval ({self.poll_min:g} s): idle "
+                "polling starts at poll_interval and backs off up to max_poll_interval",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +161,7 @@ class Subscription:
         self._saved: tuple[int, ...] = ()  # per shard: positions of the last checkpoint
         self._lost: LeaseLostError | None = None
         self._failure: Exception | None = None
+        self._renewal = anyio.CancelScope()  # cancelled when the lease is lost
         #: Seconds from the last delivered change set's commit to its delivery.
         self.last_lag_seconds: float | None = None
 
@@ -118,6 +177,7 @@ class Subscription:
         self._saved = checkpoint.positions
         self._delivered = list(checkpoint.positions)
         send, self._receive = anyio.create_memory_object_stream[_Delivery](self._settings.buffer)
+        self._renewal = anyio.CancelScope()
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
         self._group.start_soon(self._read, send, list(self._delivered))
@@ -138,31 +198,28 @@ class Subscription:
         finally:  # also when the consumer itself is being cancelled
             if self._receive is not None:
                 self._receive.close()
-            if self._lost is None:
-                with anyio.CancelScope(shield=True):
-                    await self._release(save=exc_type is None)
+            # Also after a loss: it is refused unless the lease is somehow still ours,
+            # and then it frees it for a successor instead of making it wait a term.
+            with anyio.CancelScope(shield=True):
+                await self._release(save=exc_type is None and self._lost is None)
 
     async def _acquire(self) -> CheckpointRecord:
-        """Take the lease, waiting for another consumer's to end (unless ``wait=False``)."""
+        """Take the lease, waiting for another consumer's to end (unless ``wait=False``).
+
+        Raises:
+            SubscriptionBusyError: another consumer holds it and ``wait`` is False.
+            StorageUnavailableError: other transactions kept cancelling the attempt.
+        """
         start = await self._start_positions()
         while True:
-            now = now_us()
-            lease = LeaseWrite(
-                name=self.name,
-                owner=self._owner,
-                lease_until_us=now + self._lease_us,
-                now_us=now,
-                positions=start,
-            )
             try:
-                await self._commit([lease])
+                await self._commit_checkpoint(lambda now: [self._lease_write(now, start)])
             except CommitRejected as refused:
-                holder = refused.reasons[0].old if refused.reasons[0] else None
                 if not self._settings.wait:
                     raise SubscriptionBusyError(
                         f"subscription {self.name!r} is held by another consumer", name=self.name
                     ) from None
-                await anyio.sleep(self._wait_seconds(holder))
+                await anyio.sleep(self._wait_seconds(_holder(refused)))
                 continue
             return await self._checkpoint_record()
 
@@ -216,6 +273,8 @@ class Subscription:
 
         Raises:
             LeaseLostError: another consumer took over.
+            StorageUnavailableError: other transactions on the checkpoint item kept
+                cancelling this one; nothing was saved, the lease is still ours: retry.
         """
         await self._save_checkpoint([])
 
@@ -237,55 +296,102 @@ class Subscription:
             put: documents to store, by key (Structs or str-keyed mappings).
             delete: keys to remove.
 
+        At most 99 documents in all (DynamoDB takes 100 actions per transaction, one is
+        the checkpoint), and each key once: in ``put`` or in ``delete``, not both.
+
         Raises:
+            InvalidInputError: a bad view name or key, a key named twice, or more than
+                99 documents (``argument`` names which); nothing was written.
             LeaseLostError: another consumer took over; nothing was written.
+            StorageUnavailableError: other transactions on the checkpoint item kept
+                cancelling this one; nothing was written, the lease is still ours: retry.
         """
         view = check_view_name(view)
-        writes: list[Write] = []
-        for key, document in (put or {}).items():
-            record = ViewRecord(view, check_view_key(key), self._codec.encode_events([document]))
-            writes.append(PutView(record))
-        writes += [DeleteView(view, check_view_key(key)) for key in delete]
+        puts, deletes = check_documents(put, delete)
+        writes: list[Write] = [
+            PutView(ViewRecord(view, key, self._codec.encode_events([document])))
+            for key, document in puts.items()
+        ]
+        writes += [DeleteView(view, key) for key in deletes]
         await self._save_checkpoint(writes)
 
     async def _save_checkpoint(self, writes: list[Write]) -> None:
+        """Save the delivered positions (and extend the lease) with ``writes``, atomically."""
         if self._lost is not None:
             raise self._lost
-        now = now_us()
-        save = CheckpointWrite(
-            name=self.name,
-            owner=self._owner,
-            positions=tuple(self._delivered),
-            expected_seq=self._seq,
-            now_us=now,
-            lease_until_us=now + self._lease_us,
-        )
+        positions = tuple(self._delivered)
         try:
-            await self._commit([save, *writes])
+            await self._commit_checkpoint(
+                lambda now: [self._checkpoint_write(positions, now, now + self._lease_us), *writes]
+            )
         except CommitRejected:
             raise self._lose() from None
         self._seq += 1
-        self._saved = save.positions
+        self._saved = positions
 
     async def _release(self, *, save: bool) -> None:
         """Leave: save progress when asked, and free the lease for a successor."""
-        now = now_us()
-        release = CheckpointWrite(
-            name=self.name,
-            owner=self._owner,
-            positions=tuple(self._delivered) if save else self._saved,
-            expected_seq=self._seq,
-            now_us=now,
-            lease_until_us=0,
-        )
+        positions = tuple(self._delivered) if save else self._saved
         with contextlib.suppress(CommitRejected, StorageError):  # it expires by itself
-            await self._commit([release])
+            await self._commit_checkpoint(lambda now: [self._checkpoint_write(positions, now, 0)])
 
     def _lose(self) -> LeaseLostError:
-        self._lost = self._lost or LeaseLostError(
-            f"subscription {self.name!r}: the lease was taken over", name=self.name
-        )
+        """The lease is gone: stop renewing it and delivering; the error to raise."""
+        if self._lost is None:
+            self._lost = LeaseLostError(
+                f"subscription {self.name!r}: the lease was taken over", name=self.name
+            )
+            self._renewal.cancel()
+            self._stop()
         return self._lost
+
+    def _lease_write(self, now: int, positions: tuple[int, ...] = ()) -> LeaseWrite:
+        """Take or extend the lease for a term from ``now``; ``positions`` start a new
+        checkpoint."""
+        return LeaseWrite(self.name, self._owner, now + self._lease_us, now, positions)
+
+    def _checkpoint_write(
+        self, positions: tuple[int, ...], now: int, lease_until_us: int
+    ) -> CheckpointWrite:
+        """Save ``positions`` if the lease is ours and nobody saved since our last save."""
+        return CheckpointWrite(
+            name=self.name,
+            owner=self._owner,
+            positions=positions,
+            expected_seq=self._seq,
+            now_us=now,
+            lease_until_us=lease_until_us,
+        )
+
+    async def _commit_checkpoint(self, writes_at: Callable[[int], list[Write]]) -> None:
+        """Commit writes led by one on the checkpoint item, retrying transient refusals.
+
+        ``writes_at(now_us)`` builds them afresh for each attempt: the lease's terms are
+        relative to the time. A cancellation for ``TransactionConflict`` or throttling
+        says only that another transaction was in flight on an item (our renewal, a
+        waiting successor's attempt), so it is retried with bounded full-jitter backoff.
+
+        Raises:
+            CommitRejected: the checkpoint item's condition failed: the lease is another
+                consumer's, or ours ended (``reasons[0].old`` is the item).
+            StorageUnavailableError: still cancelled after the configured retries.
+            StorageError: cancelled for a reason no retry mends.
+        """
+        backoff = self._settings.backoff
+        codes: set[str] = set()
+        for attempt in range(backoff.retries + 1):
+            if attempt:
+                await anyio.sleep(backoff.seconds(attempt - 1))
+            try:
+                await self._commit(writes_at(now_us()))
+                return
+            except CommitRejected as rejected:
+                if _lease_refused(rejected):
+                    raise
+                if not _transient(rejected):
+                    raise _cancelled(self.name, rejected) from None
+                codes = rejected.codes()
+        raise _still_cancelled(self.name, backoff.retries + 1, codes)
 
     async def _commit(self, writes: list[Write]) -> None:
         token = uuid.uuid4().hex
@@ -294,21 +400,25 @@ class Subscription:
     # -- background tasks ---------------------------------------------------------------
 
     async def _renew(self) -> None:
-        """Extend the lease every third of its term; a refusal means it was taken over."""
-        while True:
-            await anyio.sleep(self._settings.lease_seconds / 3)
-            now = now_us()
-            lease = LeaseWrite(self.name, self._owner, now + self._lease_us, now, ())
-            try:
-                await self._commit([lease])
-            except CommitRejected:
-                self._lose()
-                self._stop()
-                return
-            except StorageError:
-                continue  # transient: the lease still has two thirds to run
+        """Extend the lease every third of its term, until it is lost.
+
+        A failed condition means another consumer has it: the consumer is told, and
+        renewal ends (also when the loss was found by ``project()``/``checkpoint()``),
+        since renewing a lost lease could take it back from under a successor.
+        """
+        with self._renewal:
+            while True:
+                await anyio.sleep(self._settings.lease_seconds / 3)
+                try:
+                    await self._commit_checkpoint(lambda now: [self._lease_write(now)])
+                except CommitRejected:
+                    self._lose()
+                    return
+                except StorageError:
+                    continue  # transient: the lease still has two thirds to run
 
     def _stop(self) -> None:
+        """End the consumer's iteration (``__anext__`` raises the lease loss)."""
         if self._receive is not None:
             self._receive.close()
 
@@ -345,6 +455,41 @@ class Subscription:
             await send.send(_Delivery(shard, entry.position, change_set))
             positions[shard] = entry.position
         return len(entries)
+
+
+def _lease_refused(rejected: CommitRejected) -> bool:
+    """The checkpoint item's condition failed (its write always comes first)."""
+    first = rejected.reasons[0] if rejected.reasons else None
+    return first is not None and first.code == "ConditionalCheckFailed"
+
+
+def _transient(rejected: CommitRejected) -> bool:
+    codes = rejected.codes()
+    return bool(codes) and codes <= _TRANSIENT_REASONS
+
+
+def _holder(rejected: CommitRejected) -> CheckpointRecord | None:
+    """The checkpoint that stood in the way of taking the lease, if it was reported."""
+    first = rejected.reasons[0] if rejected.reasons else None
+    return first.old if first is not None and isinstance(first.old, CheckpointRecord) else None
+
+
+def _cancelled(name: str, rejected: CommitRejected) -> StorageError:
+    return StorageError(
+        f"subscription {name!r}: checkpoint transaction cancelled",
+        code=",".join(sorted(rejected.codes())) or "TransactionCanceledException",
+        operation="TransactWriteItems",
+    )
+
+
+def _still_cancelled(name: str, attempts: int, codes: set[str]) -> StorageUnavailableError:
+    return StorageUnavailableError(
+        f"subscription {name!r}: the checkpoint transaction was cancelled {attempts} times "
+        "in a row by other transactions on its items or by throttling; nothing was "
+        "written and no lease changed hands: retry",
+        code=",".join(sorted(codes)),
+        operation="TransactWriteItems",
+    )
 
 
 def _change_set(entry: FeedEntryRecord, found: object) -> ChangeSetRecord:

@@ -6,7 +6,7 @@ Each check raises :class:`InvalidInputError` naming the argument and the problem
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import AsyncIterable, Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from ._errors import InvalidInputError
@@ -15,6 +15,7 @@ from ._models import AnyVersion
 __all__ = [
     "MAX_AGGREGATE_ID_BYTES",
     "check_aggregate_id",
+    "check_aggregate_ids",
     "check_aggregate_type",
     "check_commit_id",
     "check_count",
@@ -23,6 +24,7 @@ __all__ = [
     "check_metadata",
     "check_seconds",
     "check_start",
+    "check_version",
     "check_version_range",
 ]
 
@@ -49,6 +51,18 @@ def check_aggregate_id(value: Any, argument: str = "aggregate_id") -> str:
             argument, f"is {size} bytes in UTF-8, over the limit of {MAX_AGGREGATE_ID_BYTES}"
         )
     return value
+
+
+def check_aggregate_ids(value: Any, argument: str = "aggregate_ids") -> list[str]:
+    """Several aggregate ids, each checked, without duplicates, in the order given.
+
+    A str (or bytes) is refused: it is iterable, but its characters are not the ids meant.
+    """
+    if isinstance(value, str | bytes | bytearray) or not isinstance(value, Iterable):
+        raise InvalidInputError(
+            argument, f"must be a list, tuple or other iterable of ids, not {type(value).__name__}"
+        )
+    return list(dict.fromkeys(check_aggregate_id(item, argument) for item in value))
 
 
 def check_aggregate_type(value: Any) -> str | None:
@@ -83,6 +97,11 @@ def check_expected_version(value: Any) -> int | AnyVersion:
     return _check_version(value, "expected_version", minimum=0)
 
 
+def check_version(value: Any, argument: str = "version") -> int:
+    """One version of an aggregate (1 and up), named as the caller's argument."""
+    return _check_version(value, argument, minimum=1)
+
+
 def check_version_range(from_version: Any, to_version: Any) -> tuple[int, int | None]:
     low = _check_version(from_version, "from_version", minimum=1)
     if to_version is None:
@@ -93,16 +112,20 @@ def check_version_range(from_version: Any, to_version: Any) -> tuple[int, int | 
     return low, high
 
 
-def check_events(events: Any) -> list[Any]:
-    """Materialise the event sequence; the codec checks each event's kind and value."""
-    if isinstance(events, str | bytes | bytearray | Mapping) or not isinstance(events, Iterable):
+def check_events(events: Any) -> None:
+    """The kind of an append's events, checked before anything is encoded or uploaded:
+    a non-empty list or tuple, an iterator or an async iterator. Nothing is consumed;
+    the codec checks each event when it is encoded."""
+    if isinstance(events, str | bytes | bytearray | Mapping) or not isinstance(
+        events, Iterable | AsyncIterable
+    ):
         raise InvalidInputError(
-            "events", f"must be a list or tuple of events, not {type(events).__name__}"
+            "events",
+            "must be a list, tuple, iterator or async iterator of events, "
+            f"not {type(events).__name__}",
         )
-    materialised = list(events)
-    if not materialised:
+    if isinstance(events, Sequence) and not events:
         raise InvalidInputError("events", "must hold at least one event")
-    return materialised
 
 
 def check_metadata(value: Any) -> Mapping[str, Any] | None:

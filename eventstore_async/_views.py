@@ -1,16 +1,34 @@
-"""Read-model documents written by projections (``Subscription.project``)."""
+"""Read-model documents written by projections (``Subscription.project``).
+
+``project()`` writes its documents and the checkpoint in one ``TransactWriteItems``, so
+its arguments obey that call's limits, checked here before anything is sent: at most
+100 actions (one is the checkpoint) and at most one action per item (a key may not be
+both put and deleted, nor deleted twice).
+"""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._errors import InvalidInputError
 from ._validation import check_aggregate_id
 
-__all__ = ["check_name", "check_view_key", "check_view_name"]
+__all__ = [
+    "MAX_PROJECTED_DOCUMENTS",
+    "check_documents",
+    "check_name",
+    "check_view_key",
+    "check_view_name",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+#: DynamoDB's limit of actions in one TransactWriteItems.
+_MAX_TRANSACTION_ACTIONS = 100
+#: Documents one ``project()`` may put and delete: one action is the checkpoint.
+MAX_PROJECTED_DOCUMENTS = _MAX_TRANSACTION_ACTIONS - 1
 
 
 def check_name(value: Any, argument: str) -> str:
@@ -24,6 +42,69 @@ def check_view_name(value: Any) -> str:
     return check_name(value, "view")
 
 
-def check_view_key(value: Any) -> str:
+def check_view_key(value: Any, argument: str = "key") -> str:
     """Document keys follow the rules of aggregate ids."""
-    return check_aggregate_id(value, "key")
+    return check_aggregate_id(value, argument)
+
+
+def check_documents(put: Any, delete: Any) -> tuple[dict[str, Any], list[str]]:
+    """``project()``'s ``put`` (key -> document) and ``delete`` (keys), checked.
+
+    Raises:
+        InvalidInputError: not a mapping / a sequence of keys, more than
+            :data:`MAX_PROJECTED_DOCUMENTS` in all (over DynamoDB's 100 actions), a bad
+            key, or a key named twice (DynamoDB refuses two actions on one item).
+    """
+    documents = _documents(put)
+    keys = _keys(delete)
+    _check_document_count(len(documents), len(keys))
+    puts = {check_view_key(key, "put"): document for key, document in documents.items()}
+    return puts, _check_deletes(keys, puts)
+
+
+def _documents(put: Any) -> Mapping[Any, Any]:
+    if put is None:
+        return {}
+    if not isinstance(put, Mapping):
+        raise InvalidInputError(
+            "put", f"must be a mapping of key to document, not {type(put).__name__}"
+        )
+    return put
+
+
+def _keys(delete: Any) -> Sequence[Any]:
+    if isinstance(delete, str | bytes) or not isinstance(delete, Sequence):
+        raise InvalidInputError(
+            "delete", f"must be a list or tuple of keys, not {type(delete).__name__}"
+        )
+    return delete
+
+
+def _check_document_count(puts: int, deletes: int) -> None:
+    """``argument`` is ``put`` when it is over the limit alone, else ``delete``."""
+    if puts + deletes <= MAX_PROJECTED_DOCUMENTS:
+        return
+    raise InvalidInputError(
+        "put" if puts > MAX_PROJECTED_DOCUMENTS else "delete",
+        f"{puts} documents to put and {deletes} to delete, over the limit of "
+        f"{MAX_PROJECTED_DOCUMENTS} per project() (a transaction holds "
+        f"{_MAX_TRANSACTION_ACTIONS} actions, one is the checkpoint)",
+    )
+
+
+def _check_deletes(keys: Sequence[Any], puts: Mapping[str, Any]) -> list[str]:
+    """The keys to delete, each once and none also put (one action per item)."""
+    deletes: dict[str, None] = {}
+    for index, value in enumerate(keys):
+        argument = f"delete[{index}]"
+        key = check_view_key(value, argument)
+        if key in puts:
+            raise InvalidInputError(
+                argument, f"key {key!r} is also in put: a transaction writes an item once"
+            )
+        if key in deletes:
+            raise InvalidInputError(
+                argument, f"key {key!r} is named twice: a transaction writes an item once"
+            )
+        deletes[key] = None
+    return list(deletes)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -109,6 +111,33 @@ async def test_batch_shape_is_checked_before_sending(store: EventStore) -> None:
     assert await store.head(a) is None and await store.head(b) is None
 
 
+@pytest.mark.parametrize(
+    ("events", "problem"),
+    [([], "at least one"), ((), "at least one"), ({"n": 1}, "not dict"), (7, "not int")],
+)
+async def test_every_entry_is_checked_before_any_is_encoded(
+    store: EventStore, events: Any, problem: str
+) -> None:
+    a, b = ids(2)
+    encoded: list[int] = []
+
+    def first_events() -> Iterator[dict[str, Any]]:
+        encoded.append(1)  # the first entry's events were started (and could be uploaded)
+        yield {"blob": "x" * 100_000}
+
+    with pytest.raises(InvalidInputError, match=problem) as refused:
+        await store.append_many(
+            [
+                Append(aggregate_id=a, events=first_events(), expected_version=0),
+                Append(aggregate_id=b, events=events, expected_version=0),
+            ]
+        )
+
+    assert refused.value.argument == "appends[1].events"
+    assert encoded == []
+    assert await store.head(a) is None
+
+
 async def test_feed_writes_count_towards_the_action_limit(make_store: StoreFactory) -> None:
     store = await make_store(feed_shards=4)
     aggregates = ids(40)  # 80 actions of their own, 40 feed entries and up to 4 counters
@@ -146,3 +175,11 @@ async def test_load_many_maps_missing_ids_to_none(store: EventStore) -> None:
     assert loaded[present] is not None and loaded[present].version == 1
     with pytest.raises(InvalidInputError):
         await store.load_many([present], concurrency=0)
+
+
+@pytest.mark.parametrize("aggregate_ids", ["abc", b"abc", 7])
+async def test_load_many_refuses_a_str_for_its_ids(store: EventStore, aggregate_ids: Any) -> None:
+    await store.append("a", [{"n": 1}], expected_version=0)
+    with pytest.raises(InvalidInputError) as refused:
+        await store.load_many(aggregate_ids)
+    assert refused.value.argument == "aggregate_ids"

@@ -247,6 +247,46 @@ async def test_feed_off_costs_nothing_and_cannot_be_subscribed(store: EventStore
     assert off.value.argument == "feed_shards"
 
 
+async def test_max_poll_interval_below_poll_interval_is_refused() -> None:
+    async with EventStore.in_memory(feed_shards=SHARDS) as store:
+        with pytest.raises(InvalidInputError) as refused:
+            store.subscribe(new_name(), poll_interval=0.5, max_poll_interval=0.1)
+        assert refused.value.argument == "max_poll_interval"
+        store.subscribe(new_name(), poll_interval=0.5, max_poll_interval=0.5)  # no backoff
+
+
+@pytest.mark.parametrize(
+    ("put", "delete", "argument"),
+    [
+        ({f"k{n}": {"n": n} for n in range(100)}, [], "put"),  # 101 actions with the checkpoint
+        ({f"k{n}": {"n": n} for n in range(60)}, [f"d{n}" for n in range(40)], "delete"),
+        ({"k": {"x": 1}}, ["k"], "delete[0]"),  # two actions on one item
+        ({}, ["k", "j", "k"], "delete[2]"),
+        ({}, "k", "delete"),  # a str is not a list of keys
+        ([("k", {"x": 1})], [], "put"),
+        ({"": {"x": 1}}, [], "put"),
+        ({}, ["ok", 7], "delete[1]"),
+    ],
+)
+async def test_project_refuses_what_one_transaction_cannot_hold(
+    make_store: StoreFactory, put: Any, delete: Any, argument: str
+) -> None:
+    store = await make_store(feed_shards=SHARDS)
+    await append_some(store, [f"limits-{uuid.uuid4().hex[:6]}"], 1)
+    name = new_name()
+    async with store.subscribe(name) as sub:
+        await sub.__anext__()
+        with pytest.raises(InvalidInputError) as refused:
+            await sub.project("limits", put=put, delete=delete)
+        assert refused.value.argument == argument
+        record = await store._backend.get(checkpoint_partition(name), 0)
+        assert isinstance(record, CheckpointRecord) and record.seq == 0  # nothing written
+        assert await store.get_view("limits", "k") is None
+        # The most one call can hold: 99 documents and the checkpoint.
+        await sub.project("limits", put={f"k{n}": {"n": n} for n in range(98)}, delete=["gone"])
+    assert await store.get_view("limits", "k97") == {"n": 97}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("backend_name", [n for n in backend_names() if n != "memory"])
 async def test_many_processes_append_while_a_subscription_follows(

@@ -7,9 +7,13 @@ import uuid
 import msgspec
 import pytest
 
-from eventstore_async import AggregateNotFoundError, EventStore, InvalidInputError
+import eventstore_async._snapshots as snapshots
+from eventstore_async import AggregateNotFoundError, EventStore, InvalidInputError, StoreConfig
+from eventstore_async._records import SnapshotRecord
+from eventstore_async._snapshots import MAX_DELETIONS, request_token
 
-from .conftest import StoreFactory
+from .chaos.proxy import FaultProxy
+from .conftest import StoreFactory, unique_names
 
 pytestmark = pytest.mark.anyio
 
@@ -139,3 +143,66 @@ async def test_bad_snapshot_arguments(store: EventStore) -> None:
         "keep",
         "from_version",
     ]
+
+
+async def test_a_save_deletes_at_most_what_fits_in_one_transaction(store: EventStore) -> None:
+    aggregate = new_id()
+    await build(store, aggregate, 102)
+    for version in range(1, 101):
+        await store.save_snapshot(aggregate, version, {"at": version}, keep=100)
+
+    await store.save_snapshot(aggregate, 101, {"at": 101}, keep=1)  # 100 to drop, 98 fit
+    after_one = await store._backend.get_head(aggregate)
+    still_listed = await store.load(aggregate, snapshot_schema="default", to_version=100)
+    deleted = await store.load(aggregate, snapshot_schema="default", to_version=98)
+    await store.save_snapshot(aggregate, 102, {"at": 102}, keep=1)  # the rest go now
+    after_two = await store._backend.get_head(aggregate)
+
+    assert MAX_DELETIONS == 98
+    assert after_one is not None and after_one.snapshots == {"default": (99, 100, 101)}
+    assert still_listed.snapshot is not None and still_listed.snapshot.state == {"at": 100}
+    assert deleted.snapshot is None and len(deleted.change_sets) == 98
+    assert after_two is not None and after_two.snapshots == {"default": (102,)}
+    newest = await store.load(aggregate, snapshot_schema="default")
+    assert newest.snapshot is not None and newest.snapshot.state == {"at": 102}
+
+
+def test_snapshot_request_tokens_tell_aggregates_and_schemas_apart() -> None:
+    def record(aggregate: str, schema: str = "default") -> SnapshotRecord:
+        return SnapshotRecord(aggregate, 1, schema, 1_764_000_000_000_000, b"x", None)
+
+    tokens = {
+        request_token(record("order-1"), 0),
+        request_token(record("order-2"), 0),
+        request_token(record("order-1", "other"), 0),
+        request_token(record("order-1"), 1),
+    }
+
+    assert len(tokens) == 4
+    assert all(len(token) <= 36 for token in tokens)  # DynamoDB's limit
+    assert request_token(record("order-1"), 0) in tokens  # a re-send keeps its token
+
+
+async def test_first_snapshots_of_two_aggregates_in_one_microsecond(
+    emulator_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(snapshots, "now_us", lambda: 1_764_000_000_000_000)
+    async with FaultProxy(emulator_url, emulate_request_tokens=True) as proxy:
+        config = StoreConfig(
+            endpoint_url=proxy.url,
+            region_name="us-east-1",
+            aws_access_key_id="test",
+            aws_secret_access_key="test",
+            **unique_names(),
+        )
+        async with EventStore(config) as store:
+            await store.create_schema()
+            try:
+                for aggregate in ("order-1", "order-2"):
+                    await store.append(aggregate, [{"n": 1}], expected_version=0)
+                saved = [await store.save_snapshot(a, 1, {"s": a}) for a in ("order-1", "order-2")]
+            finally:
+                await store.drop_schema()
+
+    assert [snapshot.aggregate_id for snapshot in saved if snapshot] == ["order-1", "order-2"]
+    assert proxy.token_mismatches == 0

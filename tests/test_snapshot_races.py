@@ -1,0 +1,355 @@
+"""Snapshots under races and failures: loads beside evicting saves, saves whose
+outcome is unknown. Each test holds a task at the exact point with a hook in front
+of the backend or the bucket (no sleeps), on every backend."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import aclosing, asynccontextmanager
+from typing import Any
+
+import anyio
+import pytest
+
+from eventstore_async import (
+    EventStore,
+    IntegrityError,
+    SnapshotOutcomeUnknownError,
+    StorageUnavailableError,
+)
+from eventstore_async._load import SNAPSHOT_READS
+from eventstore_async._records import CommitPlan, CommitRejected, Rejection, snapshot_sort_key
+
+from .conftest import StoreFactory
+
+pytestmark = pytest.mark.anyio
+
+#: Change sets stay inline, states go to the bucket: every object get is a snapshot's.
+THRESHOLD = 512
+
+
+def new_id() -> str:
+    return f"race-{uuid.uuid4().hex[:10]}"
+
+
+def state(tag: object) -> dict[str, object]:
+    return {"tag": tag, "blob": "s" * 2 * THRESHOLD}
+
+
+class WatchedObjects:
+    """The bucket, recording each get and running ``before_get`` ahead of it."""
+
+    def __init__(
+        self, inner: Any, before_get: Callable[[str], Awaitable[None]] | None = None
+    ) -> None:
+        self.inner = inner
+        self.gets: list[str] = []
+        self._before_get = before_get
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get(self, key: str) -> AsyncIterator[bytes]:
+        self.gets.append(key)
+        if self._before_get is not None:
+            await self._before_get(key)
+        async with aclosing(self.inner.get(key)) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+
+class HookedBackend:
+    """Another store's opened backend, with some calls replaced by the test's hooks."""
+
+    def __init__(self, inner: Any, objects: Any = None, **hooks: Callable[..., Any]) -> None:
+        self.inner = inner
+        self._objects = objects
+        self._hooks = hooks
+
+    def __getattr__(self, name: str) -> Any:
+        return self._hooks.get(name) or getattr(self.inner, name)
+
+    @property
+    def objects(self) -> Any:
+        return self._objects if self._objects is not None else self.inner.objects
+
+    async def open(self) -> None:
+        """The backend belongs to the fixture's store, which opened it."""
+
+    async def aclose(self) -> None:
+        """... and closes it."""
+
+
+@asynccontextmanager
+async def hooked(store: EventStore, objects: Any = None, **hooks: Any) -> AsyncIterator[EventStore]:
+    """A second store on ``store``'s storage whose backend calls go through hooks."""
+    backend = HookedBackend(store._backend, objects, **hooks)
+    async with EventStore(store.config, _backend=backend) as other:  # type: ignore[arg-type]
+        yield other
+
+
+async def build(store: EventStore, aggregate: str, versions: int) -> None:
+    for version in range(versions):
+        await store.append(aggregate, [{"n": version + 1}], expected_version=version)
+
+
+async def bucket_keys(store: EventStore) -> set[str]:
+    objects = store._backend.objects
+    assert objects is not None
+    return {info.key async for info in objects.list(store.config.key_prefix)}
+
+
+async def snapshot_key(store: EventStore, aggregate: str, version: int) -> str:
+    record = await store._backend.get(aggregate, snapshot_sort_key(version, "default"))
+    pointer = getattr(record, "pointer", None)
+    assert pointer is not None, "the snapshot is not offloaded"
+    return str(pointer.key)
+
+
+# -- a load beside a save that deletes the snapshot's object --------------------------------
+
+
+async def test_load_follows_a_save_that_evicts_its_snapshot(make_store: StoreFactory) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    await store.save_snapshot(aggregate, 1, state(1), keep=1)
+
+    async def evict_first(key: str) -> None:  # between the load's Query and its GetObject
+        if len(watched.gets) == 1:
+            await store.save_snapshot(aggregate, 2, state(2), keep=1)
+
+    watched = WatchedObjects(store._backend.objects, evict_first)
+    async with hooked(store, watched) as loader:
+        history = await loader.load(aggregate, snapshot_schema="default")
+
+    assert history.snapshot is not None and history.snapshot.state == state(2)
+    assert [cs.version for cs in history.change_sets] == [3]
+    assert len(watched.gets) == 2
+
+
+async def test_load_follows_a_save_that_overwrites_its_snapshot(make_store: StoreFactory) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    await store.save_snapshot(aggregate, 2, state("first"))
+
+    async def overwrite_first(key: str) -> None:
+        if len(watched.gets) == 1:
+            await store.save_snapshot(aggregate, 2, state("second"))
+
+    watched = WatchedObjects(store._backend.objects, overwrite_first)
+    async with hooked(store, watched) as loader:
+        history = await loader.load(aggregate, snapshot_schema="default")
+
+    assert history.snapshot is not None and history.snapshot.state == state("second")
+    assert [cs.version for cs in history.change_sets] == [3]
+
+
+async def test_load_replays_everything_when_snapshots_keep_vanishing(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 10)
+    await store.save_snapshot(aggregate, 2, state(2), keep=1)
+
+    async def evict_each(key: str) -> None:  # every snapshot read is evicted at once
+        newer = 2 + len(watched.gets)
+        assert await store.save_snapshot(aggregate, newer, state(newer), keep=1) is not None
+
+    watched = WatchedObjects(store._backend.objects, evict_each)
+    async with hooked(store, watched) as loader:
+        history = await loader.load(aggregate, snapshot_schema="default")
+
+    assert len(watched.gets) == SNAPSHOT_READS
+    assert history.snapshot is None
+    assert [cs.version for cs in history.change_sets] == list(range(1, 11))
+    assert history.version == 10
+
+
+async def test_a_listed_snapshot_without_its_object_is_an_integrity_error(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    await store.save_snapshot(aggregate, 2, state(2))
+    key = await snapshot_key(store, aggregate, 2)
+    assert store._backend.objects is not None
+    await store._backend.objects.delete(key)
+
+    watched = WatchedObjects(store._backend.objects)
+    async with hooked(store, watched) as loader:
+        with pytest.raises(IntegrityError) as broken:
+            await loader.load(aggregate, snapshot_schema="default")
+
+    assert "listed on the head" in str(broken.value) and key in str(broken.value)
+    assert watched.gets == [key]  # the head and snapshot were read again, not the object
+
+
+async def test_a_corrupt_snapshot_object_is_not_read_again(make_store: StoreFactory) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    await store.save_snapshot(aggregate, 2, state(2))
+    key = await snapshot_key(store, aggregate, 2)
+    objects = store._backend.objects
+    assert objects is not None
+    await objects.delete(key)
+    await objects.put(key, b"not the state that was saved")
+
+    watched = WatchedObjects(objects)
+    async with hooked(store, watched) as loader:
+        with pytest.raises(IntegrityError, match="does not match its pointer"):
+            await loader.load(aggregate, snapshot_schema="default")
+
+    assert watched.gets == [key]
+
+
+# -- a save whose commit may have landed keeps its object ------------------------------------
+
+
+def lost_response(inner: Any, *, lands: bool) -> Callable[[CommitPlan], Awaitable[None]]:
+    """A commit that (if ``lands``) is applied, but whose caller gets a transport error."""
+
+    async def commit(plan: CommitPlan) -> None:
+        if lands:
+            await inner.commit(plan)
+        raise StorageUnavailableError(
+            "Connection reset by peer", code="ConnectionResetError", operation="TransactWriteItems"
+        )
+
+    return commit
+
+
+async def test_a_lost_commit_response_is_settled_by_reading_back(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+
+    async with hooked(store, commit=lost_response(store._backend, lands=True)) as saver:
+        offloaded = await saver.save_snapshot(aggregate, 2, state(2))
+        inline = await saver.save_snapshot(aggregate, 3, {"tag": 3})
+
+    assert offloaded is not None and offloaded.version == 2
+    assert inline is not None and inline.version == 3
+    history = await store.load(aggregate, snapshot_schema="default", to_version=2)
+    assert history.snapshot is not None and history.snapshot.state == state(2)
+    history = await store.load(aggregate, snapshot_schema="default")
+    assert history.snapshot is not None and history.snapshot.state == {"tag": 3}
+
+
+async def test_an_unsettled_outcome_keeps_the_object_and_says_so(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+
+    async def unreadable(partition: str, sort_key: Any) -> None:
+        raise StorageUnavailableError("timed out", code="ReadTimeoutError", operation="GetItem")
+
+    hooks = {"commit": lost_response(store._backend, lands=True), "get": unreadable}
+    async with hooked(store, **hooks) as saver:
+        with pytest.raises(SnapshotOutcomeUnknownError) as unknown:
+            await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert isinstance(unknown.value, StorageUnavailableError)  # retryable, as before
+    assert (unknown.value.aggregate_id, unknown.value.version) == (aggregate, 2)
+    assert "may or may not" in str(unknown.value)
+    history = await store.load(aggregate, snapshot_schema="default")
+    assert history.snapshot is not None and history.snapshot.state == state(2)
+
+
+async def test_a_save_cancelled_in_flight_keeps_the_object(make_store: StoreFactory) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    landed = anyio.Event()
+
+    async def lands_then_hangs(plan: CommitPlan) -> None:
+        await store._backend.commit(plan)
+        landed.set()
+        await anyio.Event().wait()  # the response never comes
+
+    async with hooked(store, commit=lands_then_hangs) as saver, anyio.create_task_group() as group:
+        group.start_soon(saver.save_snapshot, aggregate, 2, state(2))
+        with anyio.fail_after(30):  # a guard against hanging, not a synchronisation
+            await landed.wait()
+        group.cancel_scope.cancel()
+
+    history = await store.load(aggregate, snapshot_schema="default")
+    assert history.snapshot is not None and history.snapshot.state == state(2)
+
+
+async def test_an_unlanded_commit_leaves_an_object_only_the_sweep_deletes(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    await store.save_snapshot(aggregate, 1, state(1))
+    committed = await snapshot_key(store, aggregate, 1)
+
+    async with hooked(store, commit=lost_response(store._backend, lands=False)) as saver:
+        with pytest.raises(SnapshotOutcomeUnknownError):
+            await saver.save_snapshot(aggregate, 2, state(2))
+
+    (left,) = await bucket_keys(store) - {committed}
+    referenced = await store._backend.referenced_objects(aggregate)
+    assert committed in referenced  # the sweep counts snapshot pointers as references
+    assert left not in referenced  # so it deletes the one that never landed
+    assert (await store._backend.get_head(aggregate)).snapshots == {"default": (1,)}  # type: ignore[union-attr]
+
+
+async def test_a_refused_save_deletes_its_object(make_store: StoreFactory) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD, conflict_retries=0)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+
+    async def refused(plan: CommitPlan) -> None:
+        raise CommitRejected([Rejection(code="TransactionConflict", old=None)] * len(plan.writes))
+
+    async with hooked(store, commit=refused) as saver:
+        with pytest.raises(StorageUnavailableError) as busy:
+            await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert not isinstance(busy.value, SnapshotOutcomeUnknownError)
+    assert busy.value.code == "TransactionConflict"
+    assert await bucket_keys(store) == set()
+
+
+async def test_a_save_cancelled_between_attempts_deletes_its_object(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD, backoff_base=0.001)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    await store.save_snapshot(aggregate, 1, state(1))
+    kept = await bucket_keys(store)
+    rereading = anyio.Event()
+    head_reads = 0
+
+    async def refused(plan: CommitPlan) -> None:  # the first attempt: nothing written
+        raise CommitRejected([Rejection(code="TransactionConflict", old=None)] * len(plan.writes))
+
+    async def hangs_on_reread(aggregate_id: str) -> Any:  # before the second attempt is sent
+        nonlocal head_reads
+        head_reads += 1
+        if head_reads > 1:
+            rereading.set()
+            await anyio.Event().wait()
+        return await store._backend.get_head(aggregate_id)
+
+    hooks = {"commit": refused, "get_head": hangs_on_reread}
+    async with hooked(store, **hooks) as saver, anyio.create_task_group() as group:
+        group.start_soon(saver.save_snapshot, aggregate, 2, state(2))
+        with anyio.fail_after(30):  # a guard against hanging, not a synchronisation
+            await rereading.wait()
+        group.cancel_scope.cancel()
+
+    assert await bucket_keys(store) == kept

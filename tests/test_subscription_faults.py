@@ -1,0 +1,293 @@
+"""Subscriptions under cancelled transactions: only a failed lease condition is a loss.
+
+DynamoDB cancels a transaction with ``TransactionConflict`` when another one touches
+the same item at the same time (the lease renewal and a ``project()`` of the same
+consumer, or a waiting successor's attempt). That is retried; a lease whose condition
+failed is lost, and then renewal stops.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import anyio
+import pytest
+
+from eventstore_async import (
+    EventStore,
+    LeaseLostError,
+    StorageError,
+    StorageUnavailableError,
+    StoreConfig,
+)
+from eventstore_async._records import (
+    CheckpointRecord,
+    CheckpointWrite,
+    CommitPlan,
+    CommitRejected,
+    LeaseWrite,
+    Rejection,
+    checkpoint_partition,
+)
+from eventstore_async._subscription import ConflictBackoff, Subscription
+from tests.chaos.proxy import FaultProxy, ProxyRequest
+
+from .conftest import StoreFactory
+
+pytestmark = pytest.mark.anyio
+
+SHARDS = 2
+
+#: What a fault script answers for a plan: a cancellation code for every write, or
+#: None to let the plan through. It may await (to hold a commit until the test says).
+Script = Callable[[CommitPlan], Awaitable[str | None]]
+
+
+class CommitFaults:
+    """A backend wrapper whose ``commit`` asks a script first; the rest passes through.
+
+    ``finished`` is called with each plan once its commit is over: applied, refused,
+    failed or cancelled.
+    """
+
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
+        self.script: Script | None = None
+        self.finished: Callable[[CommitPlan], None] = lambda plan: None
+        self.refused: list[CommitPlan] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def commit(self, plan: CommitPlan) -> None:
+        try:
+            code = await self.script(plan) if self.script is not None else None
+            if code is not None:
+                self.refused.append(plan)
+                raise CommitRejected([Rejection(code=code, old=None) for _ in plan.writes])
+            await self.inner.commit(plan)
+        finally:
+            self.finished(plan)
+
+
+def with_faults(store: EventStore) -> CommitFaults:
+    faults = CommitFaults(store._backend)
+    store._backend = faults  # type: ignore[assignment]
+    return faults
+
+
+def leads_with(kind: type, times: int, code: str = "TransactionConflict") -> Script:
+    """Cancel the first ``times`` plans that start with a ``kind`` write."""
+    left = [times]
+
+    async def script(plan: CommitPlan) -> str | None:
+        if isinstance(plan.writes[0], kind) and left[0] > 0:
+            left[0] -= 1
+            return code
+        return None
+
+    return script
+
+
+async def new_store(make_store: StoreFactory) -> tuple[EventStore, str]:
+    store = await make_store(feed_shards=SHARDS)
+    aggregate = f"faults-{uuid.uuid4().hex[:6]}"
+    for version in range(3):
+        await store.append(aggregate, [{"n": version}], expected_version=version)
+    return store, f"sub-{uuid.uuid4().hex[:8]}"
+
+
+async def checkpoint_of(store: EventStore, name: str) -> CheckpointRecord:
+    record = await store._backend.get(checkpoint_partition(name), 0)
+    assert isinstance(record, CheckpointRecord)
+    return record
+
+
+async def assert_free(store: EventStore, name: str) -> None:
+    """The lease was released: another consumer gets it at once."""
+    async with store.subscribe(name, wait=False):
+        pass
+
+
+# -- project() and checkpoint() -------------------------------------------------------------
+
+
+async def test_conflict_on_project_is_retried_not_a_lease_loss(
+    make_store: StoreFactory,
+) -> None:
+    store, name = await new_store(make_store)
+    faults = with_faults(store)
+    faults.script = leads_with(CheckpointWrite, 2)
+    async with store.subscribe(name) as sub:
+        change_set = await sub.__anext__()
+        await sub.project("faults", put={change_set.aggregate_id: {"v": change_set.version}})
+        await sub.checkpoint()  # the subscription still works
+    assert len(faults.refused) == 2
+    assert await store.get_view("faults", change_set.aggregate_id) == {"v": change_set.version}
+    assert (await checkpoint_of(store, name)).seq == 3  # project, checkpoint, release
+    await assert_free(store, name)
+
+
+async def test_conflicts_past_the_retries_are_unavailable_not_a_lease_loss(
+    make_store: StoreFactory,
+) -> None:
+    store, name = await new_store(make_store)
+    faults = with_faults(store)
+    sub = store.subscribe(name)
+    sub._settings = dataclasses.replace(sub._settings, backoff=ConflictBackoff(2, 0.001, 0.002))
+    async with sub:
+        await sub.__anext__()
+        faults.script = leads_with(CheckpointWrite, 3)
+        with pytest.raises(StorageUnavailableError) as raised:
+            await sub.project("faults", put={"k": {"v": 1}})
+        assert raised.value.code == "TransactionConflict"
+        assert len(faults.refused) == 3  # the first attempt and two retries
+        await sub.project("faults", put={"k": {"v": 2}})  # the lease is still ours
+    assert await store.get_view("faults", "k") == {"v": 2}
+
+
+async def test_a_refusal_no_retry_mends_is_a_storage_error(make_store: StoreFactory) -> None:
+    store, name = await new_store(make_store)
+    faults = with_faults(store)
+    async with store.subscribe(name) as sub:
+        await sub.__anext__()
+        faults.script = leads_with(CheckpointWrite, 1, code="ValidationError")
+        with pytest.raises(StorageError) as raised:
+            await sub.checkpoint()
+        assert not isinstance(raised.value, LeaseLostError | StorageUnavailableError)
+        assert raised.value.code == "ValidationError"
+        assert len(faults.refused) == 1
+        await sub.checkpoint()
+
+
+async def test_conflict_on_project_through_dynamodb_is_retried(emulator_url: str) -> None:
+    """The reviewer's case: DynamoDB's own TransactionCanceledException answer."""
+    inject = {"on": False}
+
+    def script(request: ProxyRequest) -> str | None:
+        if inject["on"] and request.operation == "TransactWriteItems":
+            inject["on"] = False
+            return "transaction_conflict"
+        return None
+
+    async with (
+        FaultProxy(emulator_url, script=script) as proxy,
+        EventStore(_config(proxy.url, feed_shards=1)) as store,
+    ):
+        await store.create_schema()
+        for n in range(3):
+            await store.append(f"a{n}", [{"n": n}], expected_version=0)
+        async with store.subscribe("proj", lease_seconds=30) as sub:
+            for _ in range(3):
+                change_set = await sub.__anext__()
+                inject["on"] = change_set.aggregate_id == "a1"
+                await sub.project("v", put={change_set.aggregate_id: {"v": 1}})
+        assert proxy.faults["transaction_conflict"] == 1
+        assert [await store.get_view("v", f"a{n}") for n in range(3)] == [{"v": 1}] * 3
+        assert (await checkpoint_of(store, "proj")).positions == (3,)
+        await assert_free(store, "proj")
+        await store.drop_schema()
+
+
+# -- taking and renewing the lease -----------------------------------------------------------
+
+
+async def test_conflict_while_taking_the_lease_without_waiting_is_not_busy(
+    make_store: StoreFactory,
+) -> None:
+    store, name = await new_store(make_store)
+    faults = with_faults(store)
+    faults.script = leads_with(LeaseWrite, 1)
+    async with store.subscribe(name, wait=False) as sub:
+        await sub.__anext__()
+    assert len(faults.refused) == 1
+
+
+async def test_conflict_on_renewal_keeps_the_lease(make_store: StoreFactory) -> None:
+    store, name = await new_store(make_store)
+    faults = with_faults(store)
+    renewals: list[str] = []
+    renewed = anyio.Event()
+
+    async def renewal_conflicts_once(plan: CommitPlan) -> str | None:
+        if not isinstance(plan.writes[0], LeaseWrite):
+            return None
+        renewals.append("conflict" if not renewals else "ok")
+        if len(renewals) == 2:
+            renewed.set()
+        return "TransactionConflict" if len(renewals) == 1 else None
+
+    async with store.subscribe(name, lease_seconds=1.5) as sub:
+        faults.script = renewal_conflicts_once
+        with anyio.fail_after(10):
+            await renewed.wait()
+        await sub.checkpoint()  # neither lost nor stopped
+        assert sub._lost is None
+    assert renewals[:2] == ["conflict", "ok"]
+
+
+async def test_renewal_stops_once_the_lease_is_lost(make_store: StoreFactory) -> None:
+    store, name = await new_store(make_store)
+    faults = with_faults(store)
+    renewal_sent, renewal_over, go_on = anyio.Event(), anyio.Event(), anyio.Event()
+
+    async def hold_renewals(plan: CommitPlan) -> str | None:
+        if isinstance(plan.writes[0], LeaseWrite):
+            renewal_sent.set()
+            await go_on.wait()
+        return None
+
+    def renewal_finished(plan: CommitPlan) -> None:
+        if isinstance(plan.writes[0], LeaseWrite):
+            renewal_over.set()
+
+    async with store.subscribe(name, lease_seconds=0.5) as sub:
+        await sub.__anext__()
+        faults.script, faults.finished = hold_renewals, renewal_finished
+        with anyio.fail_after(10):
+            await renewal_sent.wait()  # a renewal is on its way
+        await _expire_lease(faults, sub)
+        with pytest.raises(LeaseLostError):
+            await sub.checkpoint()
+        go_on.set()  # a renewal let through now would take the lost lease back
+        with anyio.fail_after(10):
+            await renewal_over.wait()
+        assert (await checkpoint_of(store, name)).lease_until_us == 1  # not taken back
+    await assert_free(store, name)
+
+
+async def test_iteration_ends_once_project_finds_the_lease_lost(
+    make_store: StoreFactory,
+) -> None:
+    store, name = await new_store(make_store)
+    async with store.subscribe(name) as sub:
+        await sub.__anext__()
+        far_future = 2**62
+        usurper = LeaseWrite(name, "someone-else", far_future + 1, far_future, ())
+        await store._backend.commit(CommitPlan(writes=(usurper,), token="usurp"))
+        with pytest.raises(LeaseLostError):
+            await sub.project("faults", put={"k": {"v": 1}})
+        with pytest.raises(LeaseLostError):  # not the change sets still buffered
+            await sub.__anext__()
+    assert await store.get_view("faults", "k") is None
+
+
+async def _expire_lease(faults: CommitFaults, sub: Subscription) -> None:
+    """End the consumer's lease (as if it had been too slow to renew), nobody taking it."""
+    expire = LeaseWrite(sub.name, sub._owner, lease_until_us=1, now_us=1, positions=())
+    await faults.inner.commit(CommitPlan(writes=(expire,), token="expire"))
+
+
+def _config(endpoint_url: str, **overrides: Any) -> StoreConfig:
+    token = uuid.uuid4().hex[:12]
+    return StoreConfig(
+        table_name=f"es-faults-{token}",
+        endpoint_url=endpoint_url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+        **overrides,
+    )
