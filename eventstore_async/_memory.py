@@ -24,6 +24,7 @@ from ._backend import Page
 from ._errors import SchemaMissingError, StorageError
 from ._objects import ObjectInfo, UploadInfo
 from ._records import (
+    MAX_TRANSACTION_ACTIONS,
     ChangeSetRecord,
     CheckpointRecord,
     CheckpointWrite,
@@ -58,7 +59,6 @@ __all__ = ["MemoryBackend"]
 
 _DEFAULT_PAGE = 1000
 #: DynamoDB's limit of actions in one TransactWriteItems.
-_MAX_TRANSACTION_ACTIONS = 100
 
 
 class MemoryBackend:
@@ -177,10 +177,10 @@ def _check_transaction(plan: CommitPlan) -> None:
     its own item (it answers ``ValidationException``, which the DynamoDB backend raises
     as a :class:`StorageError`)."""
     count = len(plan.writes)
-    if not 1 <= count <= _MAX_TRANSACTION_ACTIONS:
+    if not 1 <= count <= MAX_TRANSACTION_ACTIONS:
         raise _validation_error(
             "1 validation error detected at 'transactItems' failed to satisfy constraint: "
-            f"Member must have length between 1 and {_MAX_TRANSACTION_ACTIONS} "
+            f"Member must have length between 1 and {MAX_TRANSACTION_ACTIONS} "
             f"(the plan has {count} writes)"
         )
     seen: set[tuple[str, SortKey]] = set()

@@ -16,6 +16,7 @@ from typing import Any
 from ._errors import IntegrityError
 from ._models import ChangeSet
 from ._records import (
+    TRANSIENT_CODES,
     ChangeSetRecord,
     CommitPlan,
     CommitRejected,
@@ -171,7 +172,8 @@ class TypeMismatch:
 
 @dataclass(frozen=True, slots=True)
 class Busy:
-    """Another transaction was in flight on the same items (TransactionConflict)."""
+    """Cancelled for a passing reason: another transaction was in flight on the same
+    items (TransactionConflict), or an item was throttled. A retry mends it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,9 +193,9 @@ def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) 
         for write, reason in zip(plan.writes, rejected.reasons, strict=False)
         if reason is not None and reason.code == "ConditionalCheckFailed"
     ]
+    codes = rejected.codes()
     if not failed:
-        codes = rejected.codes()
-        return Busy() if codes == {"TransactionConflict"} else Refused(codes=tuple(sorted(codes)))
+        return Busy() if codes and codes <= TRANSIENT_CODES else Refused(tuple(sorted(codes)))
     # The change set's own old item says the most (it needs no read-back): look first.
     for write, reason in sorted(failed, key=lambda pair: isinstance(pair[0], HeadWrite)):
         landed = _landed(write, reason.old, request.commit_id)
@@ -204,6 +206,8 @@ def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) 
     for write, reason in failed:
         if isinstance(write, HeadWrite):
             return _head_outcome(reason.old, head_write, request)
+    if codes & TRANSIENT_CODES:  # the head's own condition was not evaluated: ask again
+        return Busy()
     raise IntegrityError(
         f"aggregate {request.aggregate_id!r}: change set {head_write.head.version} exists "
         f"but the head is at version {head_write.expected_version}"

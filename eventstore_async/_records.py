@@ -15,6 +15,8 @@ from decimal import Decimal
 import msgspec
 
 __all__ = [
+    "MAX_TRANSACTION_ACTIONS",
+    "TRANSIENT_CODES",
     "ChangeSetRecord",
     "CheckpointRecord",
     "CheckpointWrite",
@@ -307,6 +309,17 @@ Write = (
     | CheckpointWrite
     | PutView
     | DeleteView
+)
+
+
+#: DynamoDB's limit on actions in one TransactWriteItems (each on another item).
+MAX_TRANSACTION_ACTIONS = 100
+
+#: Cancellation reason codes a new attempt may not meet again: another transaction was
+#: in flight on one of the items, or an item was throttled. Any other reason
+#: (ValidationError, ItemCollectionSizeLimitExceeded...) no retry mends.
+TRANSIENT_CODES = frozenset(
+    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 )
 
 

@@ -46,6 +46,7 @@ from ._errors import (
 )
 from ._offload import EncodedPayload, Offloader
 from ._records import (
+    MAX_TRANSACTION_ACTIONS,
     CommitPlan,
     CommitRejected,
     DeleteSnapshot,
@@ -69,8 +70,6 @@ __all__ = [
 
 _SCHEMA = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 MAX_KEEP = 100
-#: DynamoDB's limit on actions in one TransactWriteItems.
-MAX_TRANSACTION_ACTIONS = 100
 #: Old snapshots one save deletes at most: the transaction's room once the head's list
 #: and the snapshot itself are written.
 MAX_DELETIONS = MAX_TRANSACTION_ACTIONS - 2

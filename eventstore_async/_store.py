@@ -62,7 +62,7 @@ from ._models import (
 )
 from ._offload import EncodedPayload, Offloader, PayloadReader
 from ._plan import AppendRequest
-from ._records import ViewRecord, view_partition
+from ._records import MAX_TRANSACTION_ACTIONS, ViewRecord, view_partition
 from ._snapshots import SnapshotWriter, check_keep, check_schema
 from ._subscription import ConflictBackoff, Subscription, SubscriptionSettings
 from ._sweep import sweep_orphans
@@ -739,10 +739,6 @@ class _AppendHeader:
             commit_id=self.commit_id,
             guarded=self.expected is ANY,
         )
-
-
-#: DynamoDB's limit on actions in one TransactWriteItems.
-MAX_TRANSACTION_ACTIONS = 100
 
 
 def _check_batch_shape(headers: list[_AppendHeader], feed_shards: int) -> None:

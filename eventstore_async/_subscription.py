@@ -51,6 +51,7 @@ from ._errors import (
 )
 from ._models import ChangeSet
 from ._records import (
+    TRANSIENT_CODES,
     ChangeSetRecord,
     CheckpointRecord,
     CheckpointWrite,
@@ -72,13 +73,6 @@ from ._views import check_documents, check_view_name
 __all__ = ["ConflictBackoff", "Subscription", "SubscriptionSettings"]
 
 _PAGE = 100
-
-#: Cancellation reasons a new attempt may not meet again: another transaction was in
-#: flight on one of the items, or the table was throttled. Any other reason
-#: (ValidationError, ItemCollectionSizeLimitExceeded...) no retry mends.
-_TRANSIENT_REASONS = frozenset(
-    {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
-)
 
 
 def _config_default(field: str) -> Any:
@@ -465,7 +459,7 @@ def _lease_refused(rejected: CommitRejected) -> bool:
 
 def _transient(rejected: CommitRejected) -> bool:
     codes = rejected.codes()
-    return bool(codes) and codes <= _TRANSIENT_REASONS
+    return bool(codes) and codes <= TRANSIENT_CODES
 
 
 def _holder(rejected: CommitRejected) -> CheckpointRecord | None:

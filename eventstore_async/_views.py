@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ._errors import InvalidInputError
+from ._records import MAX_TRANSACTION_ACTIONS
 from ._validation import check_aggregate_id
 
 __all__ = [
@@ -26,9 +27,8 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 #: DynamoDB's limit of actions in one TransactWriteItems.
-_MAX_TRANSACTION_ACTIONS = 100
 #: Documents one ``project()`` may put and delete: one action is the checkpoint.
-MAX_PROJECTED_DOCUMENTS = _MAX_TRANSACTION_ACTIONS - 1
+MAX_PROJECTED_DOCUMENTS = MAX_TRANSACTION_ACTIONS - 1
 
 
 def check_name(value: Any, argument: str) -> str:
@@ -88,7 +88,7 @@ def _check_document_count(puts: int, deletes: int) -> None:
         "put" if puts > MAX_PROJECTED_DOCUMENTS else "delete",
         f"{puts} documents to put and {deletes} to delete, over the limit of "
         f"{MAX_PROJECTED_DOCUMENTS} per project() (a transaction holds "
-        f"{_MAX_TRANSACTION_ACTIONS} actions, one is the checkpoint)",
+        f"{MAX_TRANSACTION_ACTIONS} actions, one is the checkpoint)",
     )
 
 

@@ -25,6 +25,7 @@ from eventstore_async._plan import (
     Busy,
     Conflict,
     Landed,
+    Refused,
     TypeMismatch,
     explain,
     plan_append,
@@ -456,6 +457,39 @@ def test_only_transaction_conflicts_mean_busy(reasons: list[Rejection | None]) -
     request = _request()
     plan = plan_append(request, 3, NOW)
     assert explain(CommitRejected(reasons), plan, request) == Busy()
+
+
+@pytest.mark.parametrize(
+    "reasons",
+    [
+        [Rejection("ThrottlingError", None), None],
+        [None, Rejection("ProvisionedThroughputExceeded", None)],
+        [Rejection("TransactionConflict", None), Rejection("ThrottlingError", None)],
+    ],
+)
+def test_throttled_items_mean_busy(reasons: list[Rejection | None]) -> None:
+    request = _request()
+    plan = plan_append(request, 3, NOW)
+    assert explain(CommitRejected(reasons), plan, request) == Busy()
+
+
+def test_a_refusal_that_no_retry_mends_is_not_busy_even_with_a_conflict() -> None:
+    request = _request()
+    plan = plan_append(request, 3, NOW)
+    reasons = [Rejection("TransactionConflict", None), Rejection("ValidationError", None)]
+    assert explain(CommitRejected(reasons), plan, request) == Refused(
+        ("TransactionConflict", "ValidationError")
+    )
+
+
+def test_a_taken_version_while_the_head_is_busy_is_asked_again() -> None:
+    # The head's condition was not evaluated (another transaction held it), so the
+    # change set found at the version says nothing about the head: retry, not corruption.
+    request = _request()
+    plan = plan_append(request, 3, NOW)
+    theirs = _change_set(version=4, commit_id="theirs")
+    rejected = _rejected(Rejection("TransactionConflict", None), _refused(theirs))
+    assert explain(rejected, plan, request) == Busy()
 
 
 def test_type_mismatch() -> None:
