@@ -54,12 +54,39 @@ from ._plan import (
 from ._records import ChangeSetRecord, CommitRejected
 from ._timeutil import now_us
 
-__all__ = ["AppendCounters", "AppendProgress", "Appender", "Committed", "full_jitter"]
+__all__ = [
+    "AppendCounters",
+    "AppendProgress",
+    "Appender",
+    "Committed",
+    "ConflictBackoff",
+    "full_jitter",
+]
 
 
 def full_jitter(attempt: int, base: float, cap: float) -> float:
     """Seconds to wait before retry ``attempt`` (0-based): uniform in [0, min(cap, base*2^n)]."""
     return random.uniform(0.0, min(cap, base * 2**attempt))
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictBackoff:
+    """How a transaction cancelled by another one (or throttled) is retried: at most
+    ``retries`` more attempts, full-jitter waits from ``base`` doubling to ``cap``
+    (StoreConfig's ``conflict_retries``, ``backoff_base``, ``backoff_max``). Appends,
+    snapshot saves and checkpoints share it."""
+
+    retries: int
+    base: float
+    cap: float
+
+    @classmethod
+    def of(cls, config: StoreConfig) -> ConflictBackoff:
+        return cls(config.conflict_retries, config.backoff_base, config.backoff_max)
+
+    def seconds(self, attempt: int) -> float:
+        """Full-jitter wait before retry ``attempt`` (0-based)."""
+        return full_jitter(attempt, self.base, self.cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,8 +131,7 @@ class AppendProgress:
 class Appender:
     def __init__(self, backend: Backend, config: StoreConfig) -> None:
         self._backend = backend
-        self._retries = config.conflict_retries
-        self._backoff = (config.backoff_base, config.backoff_max)
+        self._backoff = ConflictBackoff.of(config)
         self._deadline = config.append_deadline_seconds
         self._feed = FeedPositions(backend, config.feed_shards)
         self.counters = AppendCounters()
@@ -180,19 +206,19 @@ class Appender:
             if any(isinstance(outcome, Landed) for outcome in outcomes):
                 progress.landed = True
                 return await self._landed(requests, outcomes)
-            last = attempt == self._retries
+            last = attempt == self._backoff.retries
             _raise_if_final(requests, outcomes, versions, last_attempt=last)
             if feed_behind and not any(outcomes) and feed_retries < FEED_RETRIES:
                 # Only the shard moved on: retry after a short jitter at the position it reported.
                 feed_retries += 1
                 self.counters.feed_retries += 1
-                await anyio.sleep(full_jitter(0, *self._backoff))
+                await anyio.sleep(self._backoff.seconds(0))
                 continue
             if last:
                 raise _still_busy(requests, attempt)
             versions = [_retry_version(o, v) for o, v in zip(outcomes, versions, strict=True)]
             self.counters.conflict_retries += 1
-            await anyio.sleep(full_jitter(attempt, *self._backoff))
+            await anyio.sleep(self._backoff.seconds(attempt))
             attempt += 1
 
     async def _start_versions(

@@ -58,7 +58,6 @@ from ._records import (
 __all__ = ["MemoryBackend"]
 
 _DEFAULT_PAGE = 1000
-#: DynamoDB's limit of actions in one TransactWriteItems.
 
 
 class MemoryBackend:

@@ -8,7 +8,6 @@ without another read.
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -27,6 +26,7 @@ from ._records import (
     PutChangeSet,
     PutMarker,
     Write,
+    token_of,
 )
 from ._timeutil import from_us
 
@@ -112,8 +112,7 @@ def combine(plans: list[CommitPlan], extra: Sequence[Write] = ()) -> CommitPlan:
     """One transaction of several appends (``append_many``) and their feed writes."""
     if len(plans) == 1 and not extra:
         return plans[0]
-    seed = "\x00".join([*(plan.token for plan in plans), *map(repr, extra)]).encode()
-    token = hashlib.sha256(seed).hexdigest()[:36]
+    token = token_of(*(plan.token for plan in plans), *map(repr, extra))
     writes = tuple(w for plan in plans for w in plan.writes) + tuple(extra)
     return CommitPlan(writes=writes, token=token)
 
@@ -143,8 +142,7 @@ def request_token(request: AppendRequest, version: int, timestamp_us: int) -> st
     token: DynamoDB refuses a token reused with new parameters
     (IdempotentParameterMismatch), and the conditions find the landed commit instead.
     """
-    seed = f"{request.aggregate_id}\x00{request.commit_id}\x00{version}\x00{timestamp_us}"
-    return hashlib.sha256(seed.encode()).hexdigest()[:36]
+    return token_of(request.aggregate_id, request.commit_id, version, timestamp_us)
 
 
 # -- what a refusal means -------------------------------------------------------------------

@@ -46,6 +46,7 @@ __all__ = [
     "feed_partition",
     "marker_sort_key",
     "snapshot_sort_key",
+    "token_of",
     "view_partition",
 ]
 
@@ -321,6 +322,13 @@ MAX_TRANSACTION_ACTIONS = 100
 TRANSIENT_CODES = frozenset(
     {"TransactionConflict", "ThrottlingError", "ProvisionedThroughputExceeded"}
 )
+
+
+def token_of(*parts: object) -> str:
+    """A ``ClientRequestToken`` (36 characters, DynamoDB's limit) that only the same
+    ``parts`` give: a SHA-256 of them, joined with NUL."""
+    seed = "\x00".join(map(str, parts))
+    return hashlib.sha256(seed.encode()).hexdigest()[:36]
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,14 +27,13 @@ The transaction's ``ClientRequestToken`` is a hash of the aggregate, schema,
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
-from ._append import full_jitter
+from ._append import ConflictBackoff
 from ._backend import Backend
 from ._config import StoreConfig
 from ._errors import (
@@ -57,6 +56,7 @@ from ._records import (
     SortKey,
     Write,
     snapshot_sort_key,
+    token_of,
 )
 from ._timeutil import now_us
 
@@ -109,8 +109,7 @@ class SnapshotWriter:
     def __init__(self, backend: Backend, offloader: Offloader, config: StoreConfig) -> None:
         self._backend = backend
         self._offloader = offloader
-        self._retries = config.conflict_retries
-        self._backoff = (config.backoff_base, config.backoff_max)
+        self._backoff = ConflictBackoff.of(config)
 
     async def save(
         self, aggregate_id: str, version: int, state: Any, schema: str, keep: int
@@ -140,7 +139,7 @@ class SnapshotWriter:
     async def _commit(
         self, head: HeadRecord, record: SnapshotRecord, keep: int, sending: _Sending
     ) -> SnapshotRecord:
-        for attempt in range(self._retries + 1):
+        for attempt in range(self._backoff.retries + 1):
             retention = _retention(head, record.schema, record.version, keep)
             if retention is None:
                 raise _Superseded
@@ -150,7 +149,7 @@ class SnapshotWriter:
                 await self._backend.commit(_plan(head, record, retention))
             except CommitRejected:
                 sending.in_flight = False  # refused: this attempt wrote nothing
-                await anyio.sleep(full_jitter(attempt, *self._backoff))
+                await anyio.sleep(self._backoff.seconds(attempt))
                 head = await self._head(record.aggregate_id, record.version)
                 continue
             except StorageUnavailableError as exc:
@@ -160,7 +159,7 @@ class SnapshotWriter:
             return record
         raise StorageUnavailableError(
             f"aggregate {record.aggregate_id!r}: snapshot still conflicting after "
-            f"{self._retries + 1} attempts",
+            f"{self._backoff.retries + 1} attempts",
             code="TransactionConflict",
             operation="TransactWriteItems",
         )
@@ -285,6 +284,6 @@ def request_token(record: SnapshotRecord, snapshot_seq: int) -> str:
     aggregates or schemas in the same microsecond get other tokens instead of
     ``IdempotentParameterMismatch``.
     """
-    parts = (record.aggregate_id, record.schema, snapshot_seq, record.version, record.timestamp_us)
-    seed = "\x00".join(map(str, parts))
-    return hashlib.sha256(seed.encode()).hexdigest()[:36]
+    return token_of(
+        record.aggregate_id, record.schema, snapshot_seq, record.version, record.timestamp_us
+    )

@@ -25,7 +25,7 @@ from typing import Any, Literal, Self, TypeVar
 import anyio
 import msgspec
 
-from ._append import Appender, AppendProgress, Committed
+from ._append import Appender, AppendProgress, Committed, ConflictBackoff
 from ._backend import Backend
 from ._codec import EventCodec
 from ._config import (
@@ -64,7 +64,7 @@ from ._offload import EncodedPayload, Offloader, PayloadReader
 from ._plan import AppendRequest
 from ._records import MAX_TRANSACTION_ACTIONS, ViewRecord, view_partition
 from ._snapshots import SnapshotWriter, check_keep, check_schema
-from ._subscription import ConflictBackoff, Subscription, SubscriptionSettings
+from ._subscription import Subscription, SubscriptionSettings
 from ._sweep import sweep_orphans
 from ._timeutil import from_us
 from ._validation import (

@@ -24,7 +24,6 @@ behind the consumer's back a lease it was told is gone.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -36,10 +35,9 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._append import full_jitter
+from ._append import ConflictBackoff
 from ._backend import Backend
 from ._codec import EventCodec
-from ._config import StoreConfig
 from ._decode import ChangeSetDecoder
 from ._errors import (
     IntegrityError,
@@ -70,32 +68,9 @@ from ._records import (
 from ._timeutil import now_us
 from ._views import check_documents, check_view_name
 
-__all__ = ["ConflictBackoff", "Subscription", "SubscriptionSettings"]
+__all__ = ["Subscription", "SubscriptionSettings"]
 
 _PAGE = 100
-
-
-def _config_default(field: str) -> Any:
-    """The default of a :class:`StoreConfig` field, so that both stay one number."""
-    return next(f.default for f in dataclasses.fields(StoreConfig) if f.name == field)
-
-
-@dataclass(frozen=True, slots=True)
-class ConflictBackoff:
-    """How a checkpoint transaction cancelled by another transaction is retried: like
-    an append (StoreConfig's ``conflict_retries``, ``backoff_base``, ``backoff_max``)."""
-
-    retries: int = _config_default("conflict_retries")
-    base: float = _config_default("backoff_base")
-    cap: float = _config_default("backoff_max")
-
-    @classmethod
-    def of(cls, config: StoreConfig) -> ConflictBackoff:
-        return cls(config.conflict_retries, config.backoff_base, config.backoff_max)
-
-    def seconds(self, attempt: int) -> float:
-        """Full-jitter wait before retry ``attempt`` (0-based)."""
-        return full_jitter(attempt, self.base, self.cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +90,7 @@ class SubscriptionSettings:
     poll_min: float
     poll_max: float
     wait: bool
-    backoff: ConflictBackoff = ConflictBackoff()
+    backoff: ConflictBackoff
 
     def __post_init__(self) -> None:
         if self.poll_max < self.poll_min:

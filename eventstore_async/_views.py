@@ -26,7 +26,6 @@ __all__ = [
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
-#: DynamoDB's limit of actions in one TransactWriteItems.
 #: Documents one ``project()`` may put and delete: one action is the checkpoint.
 MAX_PROJECTED_DOCUMENTS = MAX_TRANSACTION_ACTIONS - 1
 
