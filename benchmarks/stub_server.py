@@ -28,6 +28,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.workloads import history_items
+from eventstore_async._dynamodb import TABLE_KEYS
 
 __all__ = ["StubProtocol", "canned_bodies", "main"]
 
@@ -56,14 +57,7 @@ def _table_body(operation: bytes, request_body: bytes) -> bytes:
     table: dict[str, Any] = {
         "TableName": name,
         "TableStatus": "ACTIVE",
-        "KeySchema": [
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        "AttributeDefinitions": [
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
+        **TABLE_KEYS,
         "BillingModeSummary": {"BillingMode": "PAY_PER_REQUEST"},
         "ItemCount": 0,
         "TableSizeBytes": 0,

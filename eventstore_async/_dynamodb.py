@@ -35,7 +35,20 @@ from ._records import (
 from ._session import AwsClients, open_clients
 from ._wire import FastDynamoDB
 
-__all__ = ["DynamoDBBackend"]
+__all__ = ["TABLE_KEYS", "DynamoDBBackend"]
+
+#: The table's key schema (README "Schema"): ``pk`` (S) partition key, ``sk`` (N) sort
+#: key. ``create_schema`` creates the table with it, on demand (pay per request).
+TABLE_KEYS: dict[str, Any] = {
+    "KeySchema": [
+        {"AttributeName": "pk", "KeyType": "HASH"},
+        {"AttributeName": "sk", "KeyType": "RANGE"},
+    ],
+    "AttributeDefinitions": [
+        {"AttributeName": "pk", "AttributeType": "S"},
+        {"AttributeName": "sk", "AttributeType": "N"},
+    ],
+}
 
 _TABLE_READY_TIMEOUT = 120.0
 _BATCH_GET_LIMIT = 100  # keys per BatchGetItem
@@ -98,16 +111,7 @@ class DynamoDBBackend:
         try:
             with translate_errors("CreateTable"):
                 await self._dynamodb.create_table(
-                    TableName=self._table,
-                    KeySchema=[
-                        {"AttributeName": "pk", "KeyType": "HASH"},
-                        {"AttributeName": "sk", "KeyType": "RANGE"},
-                    ],
-                    AttributeDefinitions=[
-                        {"AttributeName": "pk", "AttributeType": "S"},
-                        {"AttributeName": "sk", "AttributeType": "N"},
-                    ],
-                    BillingMode="PAY_PER_REQUEST",
+                    TableName=self._table, BillingMode="PAY_PER_REQUEST", **TABLE_KEYS
                 )
         except StorageError as exc:
             if exc.code != "ResourceInUseException":  # it exists already

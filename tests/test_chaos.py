@@ -19,6 +19,7 @@ from eventstore_async import (
     EventStore,
     StoreConfig,
 )
+from eventstore_async._dynamodb import TABLE_KEYS
 from tests.chaos.checker import Expectations, Shard, check
 from tests.chaos.proxy import FaultProxy, ProxyRequest
 from tests.chaos.run import ChaosOptions, render, run_chaos, summarize
@@ -92,18 +93,7 @@ def shard(emulator_url: str) -> Iterator[tuple[Shard, Any, Any]]:
         "dynamodb", endpoint_url=emulator_url, region_name="us-east-1", **_keys()
     )
     s3 = boto3.client("s3", endpoint_url=emulator_url, region_name="us-east-1", **_keys())
-    dynamodb.create_table(
-        TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    dynamodb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **TABLE_KEYS)
     s3.create_bucket(Bucket=name)
     for item in (_change_set("a", 1, "c1"), _change_set("a", 2, "c2", 2), _head("a", 2, "c2", 3)):
         dynamodb.put_item(TableName=name, Item=item)

@@ -22,6 +22,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
+from eventstore_async._dynamodb import TABLE_KEYS
 from eventstore_async.emulator import Emulator, run_emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -229,18 +230,7 @@ def test_run_emulator_sync() -> None:
 
 
 async def _create_table(ddb: Any, name: str) -> None:
-    await ddb.create_table(
-        TableName=name,
-        KeySchema=[
-            {"AttributeName": "pk", "KeyType": "HASH"},
-            {"AttributeName": "sk", "KeyType": "RANGE"},
-        ],
-        AttributeDefinitions=[
-            {"AttributeName": "pk", "AttributeType": "S"},
-            {"AttributeName": "sk", "AttributeType": "N"},
-        ],
-        BillingMode="PAY_PER_REQUEST",
-    )
+    await ddb.create_table(TableName=name, BillingMode="PAY_PER_REQUEST", **TABLE_KEYS)
 
 
 async def _increment_workload(
