@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 
 from benchmarks.workloads import history_items
-from eventstore_async._dynamodb import TABLE_KEYS
+from eventstore_async._backends.aws.dynamodb import TABLE_KEYS
 
 __all__ = ["StubProtocol", "canned_bodies", "main"]
 

@@ -34,12 +34,12 @@ from eventstore_async import (
     EventStore,
     StoreConfig,
 )
+from eventstore_async._backends.aws.items import head_key, record_from_item, transact_items
 from eventstore_async._codec import EventCodec
-from eventstore_async._decode import to_head
-from eventstore_async._items import head_key, record_from_item, transact_items
-from eventstore_async._plan import AppendRequest, plan_append
+from eventstore_async._read.decode import to_head
 from eventstore_async._records import ChangeSetRecord, HeadRecord
 from eventstore_async._timeutil import from_us
+from eventstore_async._write.plan import AppendRequest, plan_append
 
 from .workloads import BenchEvent
 

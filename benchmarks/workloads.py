@@ -11,8 +11,8 @@ from typing import Any
 
 import msgspec
 
+from eventstore_async._backends.aws.items import record_to_item
 from eventstore_async._codec import EventCodec
-from eventstore_async._items import record_to_item
 from eventstore_async._records import ChangeSetRecord, HeadRecord
 
 __all__ = [

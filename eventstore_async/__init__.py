@@ -30,6 +30,7 @@ from ._errors import (
     SubscriptionBusyError,
     SubscriptionError,
 )
+from ._feed.subscription import Subscription
 from ._models import (
     ANY,
     AggregateHead,
@@ -42,7 +43,6 @@ from ._models import (
     SweepReport,
 )
 from ._store import EventStore
-from ._subscription import Subscription
 
 __version__ = "0.1.0"
 

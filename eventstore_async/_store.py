@@ -25,8 +25,11 @@ from typing import Any, Literal, Self, TypeVar
 import anyio
 import msgspec
 
-from ._append import Appender, AppendProgress, Committed, ConflictBackoff
-from ._backend import Backend
+from ._backends.aws.dynamodb import DynamoDBBackend
+from ._backends.aws.items import change_set_item_size
+from ._backends.aws.logs import install_redaction
+from ._backends.memory import MemoryBackend
+from ._backends.protocol import Backend
 from ._codec import EventCodec
 from ._config import (
     DYNAMODB_ITEM_LIMIT,
@@ -34,8 +37,6 @@ from ._config import (
     MAX_METADATA_BYTES,
     StoreConfig,
 )
-from ._decode import ChangeSetDecoder, to_head
-from ._dynamodb import DynamoDBBackend
 from ._errors import (
     AggregateNotFoundError,
     ChangeSetNotFoundError,
@@ -45,11 +46,9 @@ from ._errors import (
     StorageError,
     StoreClosedError,
 )
-from ._feed import shard_of
-from ._items import change_set_item_size
-from ._load import load_from_snapshot, load_history, read_change_sets
-from ._logs import install_redaction
-from ._memory import MemoryBackend
+from ._feed.positions import shard_of
+from ._feed.subscription import Subscription, SubscriptionSettings
+from ._feed.views import check_name, check_view_key, check_view_name
 from ._models import (
     ANY,
     AggregateHead,
@@ -60,12 +59,11 @@ from ._models import (
     Snapshot,
     SweepReport,
 )
-from ._offload import EncodedPayload, Offloader, PayloadReader
-from ._plan import AppendRequest
+from ._offload.payload import EncodedPayload, Offloader, PayloadReader
+from ._offload.sweep import sweep_orphans
+from ._read.decode import ChangeSetDecoder, to_head
+from ._read.load import load_from_snapshot, load_history, read_change_sets
 from ._records import MAX_TRANSACTION_ACTIONS, ViewRecord, view_partition
-from ._snapshots import SnapshotWriter, check_keep, check_schema
-from ._subscription import Subscription, SubscriptionSettings
-from ._sweep import sweep_orphans
 from ._timeutil import from_us
 from ._validation import (
     check_aggregate_id,
@@ -81,7 +79,9 @@ from ._validation import (
     check_version,
     check_version_range,
 )
-from ._views import check_name, check_view_key, check_view_name
+from ._write.append import Appender, AppendProgress, Committed, ConflictBackoff
+from ._write.plan import AppendRequest
+from ._write.snapshots import SnapshotWriter, check_keep, check_schema
 
 __all__ = ["EventStore"]
 

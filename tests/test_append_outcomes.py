@@ -37,7 +37,7 @@ from eventstore_async import (
     StoreClosedError,
     StoreConfig,
 )
-from eventstore_async._memory import MemoryBackend
+from eventstore_async._backends.memory import MemoryBackend
 from eventstore_async._records import ChangeSetRecord, CommitPlan, CommitRejected
 
 from .conftest import StoreFactory

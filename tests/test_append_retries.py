@@ -19,8 +19,8 @@ from eventstore_async import (
     StorageUnavailableError,
     StoreConfig,
 )
-from eventstore_async._backend import Page
-from eventstore_async._memory import MemoryBackend
+from eventstore_async._backends.memory import MemoryBackend
+from eventstore_async._backends.protocol import Page
 from eventstore_async._records import (
     ChangeSetRecord,
     CommitPlan,

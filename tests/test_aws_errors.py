@@ -27,7 +27,7 @@ from eventstore_async import (
     StorageError,
     StorageUnavailableError,
 )
-from eventstore_async._aws_errors import (
+from eventstore_async._backends.aws.errors import (
     ERROR_CODES,
     error_code,
     translate_client_error,

@@ -19,7 +19,7 @@ from eventstore_async import (
     EventStore,
     StoreConfig,
 )
-from eventstore_async._dynamodb import TABLE_KEYS
+from eventstore_async._backends.aws.dynamodb import TABLE_KEYS
 from tests.chaos.checker import Expectations, Shard, check
 from tests.chaos.proxy import FaultProxy, ProxyRequest
 from tests.chaos.run import ChaosOptions, render, run_chaos, summarize

@@ -22,7 +22,7 @@ import pytest
 from aiobotocore.config import AioConfig
 from botocore.exceptions import ClientError
 
-from eventstore_async._dynamodb import TABLE_KEYS
+from eventstore_async._backends.aws.dynamodb import TABLE_KEYS
 from eventstore_async.emulator import Emulator, run_emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

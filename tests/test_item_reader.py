@@ -13,9 +13,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventstore_async import ANY, EventStore, IntegrityError, StoreConfig, _dynamodb
-from eventstore_async._item_reader import QueryPage, query_page, read_query_page
-from eventstore_async._items import record_to_item, transact_items
+from eventstore_async import ANY, EventStore, IntegrityError, StoreConfig
+from eventstore_async._backends.aws import dynamodb as _dynamodb
+from eventstore_async._backends.aws.item_reader import QueryPage, query_page, read_query_page
+from eventstore_async._backends.aws.items import record_to_item, transact_items
 from eventstore_async._records import (
     ChangeSetRecord,
     CheckpointRecord,

@@ -10,8 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from eventstore_async import IntegrityError
-from eventstore_async._codec import EventCodec
-from eventstore_async._items import (
+from eventstore_async._backends.aws.items import (
     change_set_item_size,
     head_key,
     item_size,
@@ -20,17 +19,7 @@ from eventstore_async._items import (
     record_to_item,
     transact_items,
 )
-from eventstore_async._plan import (
-    AppendRequest,
-    Busy,
-    Conflict,
-    Landed,
-    Refused,
-    TypeMismatch,
-    explain,
-    plan_append,
-    request_token,
-)
+from eventstore_async._codec import EventCodec
 from eventstore_async._records import (
     ChangeSetRecord,
     CommitPlan,
@@ -43,6 +32,17 @@ from eventstore_async._records import (
     PutMarker,
     Rejection,
     marker_sort_key,
+)
+from eventstore_async._write.plan import (
+    AppendRequest,
+    Busy,
+    Conflict,
+    Landed,
+    Refused,
+    TypeMismatch,
+    explain,
+    plan_append,
+    request_token,
 )
 
 TABLE = "events"

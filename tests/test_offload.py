@@ -19,7 +19,7 @@ from eventstore_async import (
     IntegrityError,
     InvalidInputError,
 )
-from eventstore_async._memory import MemoryBackend, MemoryObjects
+from eventstore_async._backends.memory import MemoryBackend, MemoryObjects
 
 from .conftest import StoreFactory
 from .domain import OrderPlaced
@@ -87,7 +87,7 @@ class Storage:
     def plant(self, key: str, body: bytes) -> None:
         """An object as a crashed writer leaves it: uploaded, never committed."""
         if self.memory is not None:
-            from eventstore_async._memory import _now
+            from eventstore_async._backends.memory import _now
 
             self._objects.objects[key] = (body, _now())
             return

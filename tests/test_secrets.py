@@ -20,7 +20,7 @@ from eventstore_async import (
     StorageUnavailableError,
     StoreConfig,
 )
-from eventstore_async._session import _client_kwargs
+from eventstore_async._backends.aws.session import _client_kwargs
 
 ACCESS_KEY = "AKIACHAOSTESTKEY0001"
 SECRET_KEY = "s3cr3t/Do-Not+Leak-0123456789abcdefghijklm"

@@ -18,7 +18,7 @@ from eventstore_async import (
     SnapshotOutcomeUnknownError,
     StorageUnavailableError,
 )
-from eventstore_async._load import SNAPSHOT_READS
+from eventstore_async._read.load import SNAPSHOT_READS
 from eventstore_async._records import CommitPlan, CommitRejected, Rejection, snapshot_sort_key
 
 from .conftest import StoreFactory

@@ -7,10 +7,10 @@ import uuid
 import msgspec
 import pytest
 
-import eventstore_async._snapshots as snapshots
+import eventstore_async._write.snapshots as snapshots
 from eventstore_async import AggregateNotFoundError, EventStore, InvalidInputError, StoreConfig
 from eventstore_async._records import SnapshotRecord
-from eventstore_async._snapshots import MAX_DELETIONS, request_token
+from eventstore_async._write.snapshots import MAX_DELETIONS, request_token
 
 from .chaos.proxy import FaultProxy
 from .conftest import StoreFactory, unique_names

@@ -23,6 +23,7 @@ from eventstore_async import (
     StorageUnavailableError,
     StoreConfig,
 )
+from eventstore_async._feed.subscription import ConflictBackoff, Subscription
 from eventstore_async._records import (
     CheckpointRecord,
     CheckpointWrite,
@@ -32,7 +33,6 @@ from eventstore_async._records import (
     Rejection,
     checkpoint_partition,
 )
-from eventstore_async._subscription import ConflictBackoff, Subscription
 from tests.chaos.proxy import FaultProxy, ProxyRequest
 
 from .conftest import StoreFactory

@@ -9,8 +9,8 @@ import anyio
 import pytest
 
 from eventstore_async import StorageError
-from eventstore_async._memory import MemoryObjects
-from eventstore_async._upload import upload
+from eventstore_async._backends.memory import MemoryObjects
+from eventstore_async._offload.upload import upload
 
 pytestmark = pytest.mark.anyio
 

@@ -13,7 +13,7 @@ from typing import Any
 import msgspec
 import pytest
 
-import eventstore_async._memory as memory
+import eventstore_async._backends.memory as memory
 from eventstore_async import (
     ANY,
     AggregateNotFoundError,

@@ -46,9 +46,10 @@ from botocore.exceptions import (
 )
 from botocore.retries.standard import ExponentialBackoff
 
-from eventstore_async import ANY, EventStore, StoreConfig, _wire
-from eventstore_async._session import open_clients
-from eventstore_async._wire import FastDynamoDB, _Signer, fallback_reason
+from eventstore_async import ANY, EventStore, StoreConfig
+from eventstore_async._backends.aws import wire as _wire
+from eventstore_async._backends.aws.session import open_clients
+from eventstore_async._backends.aws.wire import FastDynamoDB, _Signer, fallback_reason
 
 pytestmark = pytest.mark.anyio
 
@@ -670,13 +671,15 @@ async def test_untested_versions_use_the_stock_client(
 ) -> None:
     monkeypatch.setattr(_wire, "TESTED_AIOBOTOCORE", ((9, 0, 0), (9, 0, 0)))
     monkeypatch.setattr(_wire, "_logged_reasons", set())
-    caplog.set_level(logging.INFO, logger="eventstore_async._wire")
+    caplog.set_level(logging.INFO, logger="eventstore_async._backends.aws.wire")
     config = StoreConfig(table_name="wire", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
     for _ in range(2):
         async with AsyncExitStack() as stack:
             client = (await open_clients(config, stack)).dynamodb
             assert not isinstance(client, FastDynamoDB)
-    logged = [r.getMessage() for r in caplog.records if r.name == "eventstore_async._wire"]
+    logged = [
+        r.getMessage() for r in caplog.records if r.name == "eventstore_async._backends.aws.wire"
+    ]
     assert logged == [
         "DynamoDB calls use the stock aiobotocore client: aiobotocore "
         f"{_wire.aiobotocore.__version__} is untested (tested: 9.0.0)"

@@ -34,12 +34,12 @@ from typing import IO, Any
 
 import anyio
 
-from ._codec import FORMAT_FRAMED, EventCodec, FrameDecoder
-from ._config import DYNAMODB_ITEM_LIMIT, StoreConfig
-from ._errors import ChangeSetTooLargeError, IntegrityError, InvalidInputError, StorageError
-from ._objects import ObjectStore
-from ._records import ObjectPointer
-from ._upload import upload
+from .._backends.protocol import ObjectStore
+from .._codec import FORMAT_FRAMED, EventCodec, FrameDecoder
+from .._config import DYNAMODB_ITEM_LIMIT, StoreConfig
+from .._errors import ChangeSetTooLargeError, IntegrityError, InvalidInputError, StorageError
+from .._records import ObjectPointer
+from .upload import upload
 
 __all__ = [
     "EncodedPayload",

@@ -10,19 +10,14 @@ from typing import Any
 import anyio
 from botocore.exceptions import ClientError
 
-from ._aws_errors import error_code, translate_errors
-from ._backend import Page
-from ._config import StoreConfig
-from ._errors import (
+from ..._config import StoreConfig
+from ..._errors import (
     SchemaMissingError,
     StorageError,
     StorageUnavailableError,
     StoreClosedError,
 )
-from ._item_reader import QueryPage, query_page, read_query_page
-from ._items import head_key, key, record_from_item, transact_items
-from ._objects import S3Objects
-from ._records import (
+from ..._records import (
     ChangeSetRecord,
     CommitPlan,
     CommitRejected,
@@ -32,8 +27,13 @@ from ._records import (
     SnapshotRecord,
     SortKey,
 )
-from ._session import AwsClients, open_clients
-from ._wire import FastDynamoDB
+from ..protocol import Page
+from .errors import error_code, translate_errors
+from .item_reader import QueryPage, query_page, read_query_page
+from .items import head_key, key, record_from_item, transact_items
+from .s3 import S3Objects
+from .session import AwsClients, open_clients
+from .wire import FastDynamoDB
 
 __all__ = ["TABLE_KEYS", "DynamoDBBackend"]
 

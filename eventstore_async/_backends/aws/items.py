@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ._errors import IntegrityError
-from ._records import (
+from ..._errors import IntegrityError
+from ..._records import (
     ChangeSetRecord,
     CheckpointRecord,
     CheckpointWrite,

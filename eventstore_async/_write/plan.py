@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import IntegrityError
-from ._models import ChangeSet
-from ._records import (
+from .._errors import IntegrityError
+from .._models import ChangeSet
+from .._records import (
     TRANSIENT_CODES,
     ChangeSetRecord,
     CommitPlan,
@@ -28,7 +28,7 @@ from ._records import (
     Write,
     token_of,
 )
-from ._timeutil import from_us
+from .._timeutil import from_us
 
 __all__ = [
     "AppendRequest",

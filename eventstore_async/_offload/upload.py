@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import anyio
 
-from ._errors import StorageError
-from ._objects import ObjectStore
+from .._backends.protocol import ObjectStore
+from .._errors import StorageError
 
 __all__ = ["Uploaded", "upload"]
 

@@ -33,18 +33,17 @@ from typing import Any
 
 import anyio
 
-from ._append import ConflictBackoff
-from ._backend import Backend
-from ._config import StoreConfig
-from ._errors import (
+from .._backends.protocol import Backend
+from .._config import StoreConfig
+from .._errors import (
     AggregateNotFoundError,
     InvalidInputError,
     SnapshotOutcomeUnknownError,
     StorageError,
     StorageUnavailableError,
 )
-from ._offload import EncodedPayload, Offloader
-from ._records import (
+from .._offload.payload import EncodedPayload, Offloader
+from .._records import (
     MAX_TRANSACTION_ACTIONS,
     CommitPlan,
     CommitRejected,
@@ -58,7 +57,8 @@ from ._records import (
     snapshot_sort_key,
     token_of,
 )
-from ._timeutil import now_us
+from .._timeutil import now_us
+from .append import ConflictBackoff
 
 __all__ = [
     "MAX_DELETIONS",

@@ -6,11 +6,11 @@ from collections.abc import Sequence
 
 import anyio
 
-from ._codec import EventCodec
-from ._models import AggregateHead, ChangeSet, Snapshot
-from ._offload import PayloadReader
-from ._records import ChangeSetRecord, HeadRecord, SnapshotRecord
-from ._timeutil import from_us
+from .._codec import EventCodec
+from .._models import AggregateHead, ChangeSet, Snapshot
+from .._offload.payload import PayloadReader
+from .._records import ChangeSetRecord, HeadRecord, SnapshotRecord
+from .._timeutil import from_us
 
 __all__ = ["ChangeSetDecoder", "to_head"]
 

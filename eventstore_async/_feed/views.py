@@ -12,9 +12,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ._errors import InvalidInputError
-from ._records import MAX_TRANSACTION_ACTIONS
-from ._validation import check_aggregate_id
+from .._errors import InvalidInputError
+from .._records import MAX_TRANSACTION_ACTIONS
+from .._validation import check_aggregate_id
 
 __all__ = [
     "MAX_PROJECTED_DOCUMENTS",

@@ -12,11 +12,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from ._backend import Backend
-from ._models import SweepReport
-from ._objects import ObjectStore
-from ._offload import aggregate_of_key
-from ._upload import abort_quietly
+from .._backends.protocol import Backend, ObjectStore
+from .._models import SweepReport
+from .payload import aggregate_of_key
+from .upload import abort_quietly
 
 __all__ = ["sweep_orphans"]
 

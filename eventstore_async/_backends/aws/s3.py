@@ -1,71 +1,18 @@
-"""Object storage for offloaded payloads: the protocol, and S3 behind it.
-
-The offload logic (``_offload``) is written once against :class:`ObjectStore`;
-:class:`S3Objects` sends the requests, ``_memory.MemoryObjects`` keeps bytes in a dict.
-"""
+"""S3 behind the :class:`ObjectStore` protocol: offloaded payloads in one bucket."""
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
-from ._aws_errors import translate_errors
-from ._errors import StorageError
+from ..._errors import StorageError
+from ..protocol import ObjectInfo, UploadInfo
+from .errors import translate_errors
 
-__all__ = ["ObjectInfo", "ObjectStore", "S3Objects", "UploadInfo"]
+__all__ = ["S3Objects", "multipart_etag"]
 
 _READ_CHUNK = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class ObjectInfo:
-    key: str
-    size: int
-    last_modified: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class UploadInfo:
-    """An incomplete multipart upload."""
-
-    key: str
-    upload_id: str
-    initiated: datetime
-
-
-class ObjectStore(Protocol):
-    async def put(self, key: str, body: bytes) -> None:
-        """Write an object; refused (``StorageError``) if the key exists."""
-
-    async def start_multipart(self, key: str) -> str:
-        """Begin a multipart upload; returns its id."""
-
-    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
-        """Upload part ``number`` (from 1); returns its ETag."""
-
-    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
-        """Assemble the parts (ETags in part order); refused if the key exists."""
-
-    async def abort_multipart(self, key: str, upload_id: str) -> None:
-        """Discard an upload and its parts."""
-
-    def get(self, key: str) -> AsyncGenerator[bytes, None]:
-        """The object's bytes in chunks."""
-        ...
-
-    async def delete(self, key: str) -> None:
-        """Delete an object (no error when it is absent)."""
-
-    def list(self, prefix: str) -> AsyncGenerator[ObjectInfo, None]:
-        """Every object under ``prefix``."""
-        ...
-
-    def list_uploads(self, prefix: str) -> AsyncGenerator[UploadInfo, None]:
-        """Every incomplete multipart upload under ``prefix``."""
-        ...
 
 
 def multipart_etag(part_etags: list[str]) -> str:

@@ -24,7 +24,7 @@ from botocore.exceptions import (
     ConnectionError as BotoConnectionError,
 )
 
-from ._errors import (
+from ..._errors import (
     AccessDeniedError,
     SchemaMissingError,
     StorageError,

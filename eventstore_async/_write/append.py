@@ -28,9 +28,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from ._backend import Backend
-from ._config import StoreConfig
-from ._errors import (
+from .._backends.protocol import Backend
+from .._config import StoreConfig
+from .._errors import (
     AggregateTypeMismatchError,
     CommitOutcomeUnknownError,
     ConcurrencyError,
@@ -38,9 +38,11 @@ from ._errors import (
     StorageError,
     StorageUnavailableError,
 )
-from ._feed import FeedPositions
-from ._models import AnyVersion
-from ._plan import (
+from .._feed.positions import FeedPositions
+from .._models import AnyVersion
+from .._records import ChangeSetRecord, CommitRejected
+from .._timeutil import now_us
+from .plan import (
     AppendRequest,
     Conflict,
     Landed,
@@ -51,8 +53,6 @@ from ._plan import (
     explain_each,
     plan_append,
 )
-from ._records import ChangeSetRecord, CommitRejected
-from ._timeutil import now_us
 
 __all__ = [
     "AppendCounters",

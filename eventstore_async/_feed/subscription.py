@@ -35,11 +35,9 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._append import ConflictBackoff
-from ._backend import Backend
-from ._codec import EventCodec
-from ._decode import ChangeSetDecoder
-from ._errors import (
+from .._backends.protocol import Backend
+from .._codec import EventCodec
+from .._errors import (
     IntegrityError,
     InvalidInputError,
     LeaseLostError,
@@ -47,8 +45,9 @@ from ._errors import (
     StorageUnavailableError,
     SubscriptionBusyError,
 )
-from ._models import ChangeSet
-from ._records import (
+from .._models import ChangeSet
+from .._read.decode import ChangeSetDecoder
+from .._records import (
     TRANSIENT_CODES,
     ChangeSetRecord,
     CheckpointRecord,
@@ -65,8 +64,9 @@ from ._records import (
     checkpoint_partition,
     feed_partition,
 )
-from ._timeutil import now_us
-from ._views import check_documents, check_view_name
+from .._timeutil import now_us
+from .._write.append import ConflictBackoff
+from .views import check_documents, check_view_name
 
 __all__ = ["Subscription", "SubscriptionSettings"]
 

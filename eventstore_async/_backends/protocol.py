@@ -4,12 +4,62 @@ against this protocol; DynamoDB and the in-memory backend implement it."""
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from ._objects import ObjectStore
-from ._records import ChangeSetRecord, CommitPlan, HeadRecord, Record, SnapshotRecord, SortKey
+from .._records import ChangeSetRecord, CommitPlan, HeadRecord, Record, SnapshotRecord, SortKey
 
-__all__ = ["Backend", "Page"]
+__all__ = ["Backend", "ObjectInfo", "ObjectStore", "Page", "UploadInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectInfo:
+    key: str
+    size: int
+    last_modified: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class UploadInfo:
+    """An incomplete multipart upload."""
+
+    key: str
+    upload_id: str
+    initiated: datetime
+
+
+class ObjectStore(Protocol):
+    async def put(self, key: str, body: bytes) -> None:
+        """Write an object; refused (``StorageError``) if the key exists."""
+
+    async def start_multipart(self, key: str) -> str:
+        """Begin a multipart upload; returns its id."""
+
+    async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
+        """Upload part ``number`` (from 1); returns its ETag."""
+
+    async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
+        """Assemble the parts (ETags in part order); refused if the key exists."""
+
+    async def abort_multipart(self, key: str, upload_id: str) -> None:
+        """Discard an upload and its parts."""
+
+    def get(self, key: str) -> AsyncGenerator[bytes, None]:
+        """The object's bytes in chunks."""
+        ...
+
+    async def delete(self, key: str) -> None:
+        """Delete an object (no error when it is absent)."""
+
+    def list(self, prefix: str) -> AsyncGenerator[ObjectInfo, None]:
+        """Every object under ``prefix``."""
+        ...
+
+    def list_uploads(self, prefix: str) -> AsyncGenerator[UploadInfo, None]:
+        """Every incomplete multipart upload under ``prefix``."""
+        ...
+
 
 Page = list[HeadRecord | ChangeSetRecord | SnapshotRecord]
 

@@ -20,10 +20,8 @@ from decimal import Decimal
 import anyio.lowlevel
 import msgspec
 
-from ._backend import Page
-from ._errors import SchemaMissingError, StorageError
-from ._objects import ObjectInfo, UploadInfo
-from ._records import (
+from .._errors import SchemaMissingError, StorageError
+from .._records import (
     MAX_TRANSACTION_ACTIONS,
     ChangeSetRecord,
     CheckpointRecord,
@@ -54,6 +52,7 @@ from ._records import (
     snapshot_sort_key,
     view_partition,
 )
+from .protocol import ObjectInfo, Page, UploadInfo
 
 __all__ = ["MemoryBackend"]
 

@@ -12,12 +12,12 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from decimal import Decimal
 
-from ._backend import Backend
-from ._decode import ChangeSetDecoder, to_head
-from ._errors import AggregateNotFoundError, IntegrityError
-from ._models import AggregateHistory, ChangeSet, Snapshot
-from ._offload import PayloadMissingError
-from ._records import ChangeSetRecord, HeadRecord, SnapshotRecord, snapshot_sort_key
+from .._backends.protocol import Backend
+from .._errors import AggregateNotFoundError, IntegrityError
+from .._models import AggregateHistory, ChangeSet, Snapshot
+from .._offload.payload import PayloadMissingError
+from .._records import ChangeSetRecord, HeadRecord, SnapshotRecord, snapshot_sort_key
+from .decode import ChangeSetDecoder, to_head
 
 __all__ = ["load_from_snapshot", "load_history", "read_change_sets"]
 

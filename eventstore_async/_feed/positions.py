@@ -20,9 +20,8 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from ._backend import Backend
-from ._plan import AppendRequest
-from ._records import (
+from .._backends.protocol import Backend
+from .._records import (
     CommitRejected,
     FeedAdvance,
     FeedCounterRecord,
@@ -31,6 +30,7 @@ from ._records import (
     Write,
     feed_partition,
 )
+from .._write.plan import AppendRequest
 
 __all__ = ["FeedPositions", "shard_of"]
 

@@ -16,9 +16,9 @@ import aiobotocore
 import botocore
 from aiobotocore.config import AioConfig
 
-from ._aws_errors import translate_errors
-from ._config import StoreConfig
-from ._wire import fast_dynamodb
+from ..._config import StoreConfig
+from .errors import translate_errors
+from .wire import fast_dynamodb
 
 __all__ = ["AwsClients", "client_config", "open_clients"]
 

@@ -27,8 +27,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from ._items import record_from_item
-from ._records import (
+from ..._records import (
     ChangeSetRecord,
     HeadRecord,
     MarkerRecord,
@@ -36,7 +35,8 @@ from ._records import (
     Record,
     SnapshotRecord,
 )
-from ._wire import botocore_item
+from .items import record_from_item
+from .wire import botocore_item
 
 __all__ = ["QueryPage", "query_page", "read_query_page"]
 
