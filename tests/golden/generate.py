@@ -1,0 +1,119 @@
+"""Write the golden files of the current storage format: ``python -m tests.golden.generate``.
+
+Writes ``tests/golden/<CURRENT>/``: ``items.json`` (every item kind, as DynamoDB's JSON
+sends it, blobs in base64) and ``objects/`` (the S3 objects the offloaded items point
+to). Deterministic: fixed ids, timestamps and object keys (``cases.py``), so running it
+again on unchanged code rewrites the same bytes. Directories of earlier formats are
+never rewritten: they are what older releases stored, and must stay readable forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from eventstore_async._backends.aws.items import record_to_item
+from eventstore_async._codec import FORMAT_FRAMED, EventCodec
+from eventstore_async._offload.payload import _compressed
+from eventstore_async._records import ChangeSetRecord, ObjectPointer, SnapshotRecord, ViewRecord
+
+from . import cases
+
+#: The directory this release writes (one per envelope layout).
+CURRENT = "envelope-1"
+ROOT = Path(__file__).parent
+
+
+def framed(codec: EventCodec, events: tuple[Any, ...]) -> bytes:
+    buffer = bytearray((FORMAT_FRAMED,))
+    for index, event in enumerate(events):
+        codec.append_frame(buffer, index, event)
+    return bytes(buffer)
+
+
+def zlib_object(payload: bytes) -> bytes:
+    async def chunks() -> Any:
+        yield payload
+
+    async def collect() -> bytes:
+        return b"".join([part async for part in _compressed(chunks())])
+
+    return asyncio.run(collect())
+
+
+def pointer_to(key: str, body: bytes, compression: str | None) -> ObjectPointer:
+    return ObjectPointer(key, len(body), hashlib.sha256(body).hexdigest(), compression)
+
+
+def build(codec: EventCodec) -> tuple[dict[str, Any], dict[str, bytes]]:
+    """The records with their bytes filled in, and the objects by key."""
+    records = dict(cases.RECORDS)
+    metadata = codec.encode_metadata(cases.METADATA)
+    plain = framed(codec, cases.EVENTS)
+    packed = zlib_object(plain)
+    state = zlib_object(framed(codec, (cases.STATE,)))
+    objects = {cases.PLAIN_KEY: plain, cases.ZLIB_KEY: packed, cases.SNAPSHOT_KEY: state}
+    fill = msgspec.structs.replace
+    records["change-set-0x01-inline"] = fill(
+        records["change-set-0x01-inline"],
+        payload=codec.encode_events(cases.EVENTS),
+        metadata=metadata,
+    )
+    records["change-set-0x02-inline"] = fill(records["change-set-0x02-inline"], payload=plain)
+    for name, key, body in (
+        ("change-set-offloaded", cases.PLAIN_KEY, plain),
+        ("change-set-offloaded-zlib", cases.ZLIB_KEY, packed),
+        ("snapshot-offloaded", cases.SNAPSHOT_KEY, state),
+    ):
+        record = records[name]
+        assert record.pointer is not None
+        pointer = pointer_to(key, body, record.pointer.compression)
+        extra = (
+            {"metadata": metadata}
+            if isinstance(record, ChangeSetRecord) and record.metadata is not None
+            else {}
+        )
+        records[name] = fill(record, pointer=pointer, **extra)
+    snapshot: SnapshotRecord = records["snapshot-inline"]
+    records["snapshot-inline"] = fill(snapshot, payload=codec.encode_events([cases.STATE]))
+    view: ViewRecord = records["view"]
+    records["view"] = fill(view, document=codec.encode_events([cases.DOCUMENT]))
+    return records, objects
+
+
+def wire_item(record: Any) -> dict[str, Any]:
+    """The item as DynamoDB's JSON carries it (blobs base64)."""
+    item = record_to_item(record)
+    if getattr(record, "snapshot_seq", 0):
+        # Written by the snapshot index update (SET "snap:<schema>" = list, snap_seq).
+        for schema, versions in record.snapshots.items():
+            item[f"snap:{schema}"] = {"L": [{"N": str(v)} for v in versions]}
+        item["snap_seq"] = {"N": str(record.snapshot_seq)}
+    return {
+        attribute: {"B": base64.b64encode(value["B"]).decode()} if "B" in value else value
+        for attribute, value in item.items()
+    }
+
+
+def main() -> None:
+    codec = EventCodec(*cases.TYPES)
+    records, objects = build(codec)
+    target = ROOT / CURRENT
+    (target / "objects").mkdir(parents=True, exist_ok=True)
+    items = [{"name": name, "item": wire_item(record)} for name, record in records.items()]
+    text = json.dumps(items, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    (target / "items.json").write_text(text, encoding="utf-8")
+    for key, body in objects.items():
+        (target / "objects" / key.rsplit("/", 1)[1]).write_bytes(body)
+    print(f"wrote {len(items)} items and {len(objects)} objects to {target}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
