@@ -677,9 +677,8 @@ class EventStore:
         Raises:
             InvalidInputError: a bad argument (``max_poll_interval`` below
                 ``poll_interval`` included), or the feed is off.
-            StorageUnavailableError: (from the subscription's calls) a checkpoint
-                transaction still cancelled by other transactions after the retries;
-                nothing was written and the lease is still held.
+            LeaseLostError: (from the subscription's calls) another consumer took it
+                over. Outages (``StorageUnavailableError``) are waited out.
         """
         self._require_open()
         settings = SubscriptionSettings(

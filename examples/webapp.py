@@ -33,6 +33,7 @@ connections. Events are JSON objects, stored as given and loaded back as dicts.
 import argparse
 import functools
 import gc
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -49,8 +50,10 @@ from eventstore_async import (
     CommitOutcomeUnknownError,
     ConcurrencyError,
     EventStore,
+    EventStoreError,
     InvalidInputError,
     StorageUnavailableError,
+    StoreClosedError,
     StoreConfig,
 )
 
@@ -68,6 +71,8 @@ class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
     events: list[dict[str, Any]]
     commit_id: str | None = None
 
+
+_log = logging.getLogger("examples.webapp")
 
 # Built once: msgspec's encoders and typed decoders are fastest reused.
 _decode_append = msgspec.json.Decoder(AppendBody).decode
@@ -105,7 +110,26 @@ SUMMARIES = "summaries"
 
 async def project_summaries(store: EventStore) -> None:
     """Follow the feed; keep one summary document per aggregate. Exactly once: the
-    document and the checkpoint are written together."""
+    document and the checkpoint are written together.
+
+    It never takes the store (and the app) down with it: the subscription itself waits
+    out an outage, and whatever else ends it (its lease taken over, a change set that
+    does not decode) is logged and the subscription started again from its checkpoint.
+    It ends only when the store closes.
+    """
+    failures = 0
+    while True:
+        try:
+            await _follow_summaries(store)
+        except StoreClosedError:
+            return
+        except EventStoreError:
+            failures += 1
+            _log.exception("the summaries projection stopped; starting it again")
+            await anyio.sleep(min(0.5 * 2**failures, 30.0))
+
+
+async def _follow_summaries(store: EventStore) -> None:
     async with store.subscribe("webapp-summaries") as subscription:
         async for change_set in subscription:
             before = await store.get_view(SUMMARIES, change_set.aggregate_id) or {"events": 0}

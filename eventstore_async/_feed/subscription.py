@@ -19,6 +19,10 @@ renewal, a waiting successor's attempt) or by throttling is retried with bounded
 full-jitter backoff, as appends are (``conflict_retries``, ``backoff_base``,
 ``backoff_max``). Once the lease is known lost, renewal stops: it must not take back
 behind the consumer's back a lease it was told is gone.
+
+An outage does not end a subscription (``outage.py``): reads, saves and renewals wait
+out ``StorageUnavailableError``; a lease that ran out meanwhile, taken by nobody, is
+taken again.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import contextlib
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal, Self
 
@@ -66,6 +70,7 @@ from .._records import (
 )
 from .._timeutil import now_us
 from .._write.append import ConflictBackoff
+from .outage import OutageBackoff, hold_on
 from .views import check_documents, check_view_name
 
 __all__ = ["Subscription", "SubscriptionSettings"]
@@ -91,6 +96,8 @@ class SubscriptionSettings:
     poll_max: float
     wait: bool
     backoff: ConflictBackoff
+    #: How reads, saves and renewals wait out ``StorageUnavailableError``.
+    outage: OutageBackoff = field(default_factory=OutageBackoff)
 
     def __post_init__(self) -> None:
         if self.poll_max < self.poll_min:
@@ -175,14 +182,18 @@ class Subscription:
     async def _acquire(self) -> CheckpointRecord:
         """Take the lease, waiting for another consumer's to end (unless ``wait=False``).
 
+        Unavailability (throttling, timeouts, no connection) is waited out.
+
         Raises:
             SubscriptionBusyError: another consumer holds it and ``wait`` is False.
-            StorageUnavailableError: other transactions kept cancelling the attempt.
         """
-        start = await self._start_positions()
+        start = await hold_on(self._start_positions, self._settings.outage)
         while True:
             try:
-                await self._commit_checkpoint(lambda now: [self._lease_write(now, start)])
+                await hold_on(
+                    lambda: self._commit_checkpoint(lambda now: [self._lease_write(now, start)]),
+                    self._settings.outage,
+                )
             except CommitRejected as refused:
                 if not self._settings.wait:
                     raise SubscriptionBusyError(
@@ -190,7 +201,7 @@ class Subscription:
                     ) from None
                 await anyio.sleep(self._wait_seconds(_holder(refused)))
                 continue
-            return await self._checkpoint_record()
+            return await hold_on(self._checkpoint_record, self._settings.outage)
 
     async def _start_positions(self) -> tuple[int, ...]:
         shards = range(self._settings.shards)
@@ -240,10 +251,11 @@ class Subscription:
     async def checkpoint(self) -> None:
         """Save progress: everything delivered so far counts as processed.
 
+        An outage (``StorageUnavailableError``) is waited out: it returns once saved.
+
         Raises:
             LeaseLostError: another consumer took over.
-            StorageUnavailableError: other transactions on the checkpoint item kept
-                cancelling this one; nothing was saved, the lease is still ours: retry.
+            StorageError: a failure no retry mends.
         """
         await self._save_checkpoint([])
 
@@ -272,8 +284,9 @@ class Subscription:
             InvalidInputError: a bad view name or key, a key named twice, or more than
                 99 documents (``argument`` names which); nothing was written.
             LeaseLostError: another consumer took over; nothing was written.
-            StorageUnavailableError: other transactions on the checkpoint item kept
-                cancelling this one; nothing was written, the lease is still ours: retry.
+            StorageError: a failure no retry mends. An outage
+                (``StorageUnavailableError``) is waited out, and an attempt whose
+                answer was lost is found landed or not from the checkpoint.
         """
         view = check_view_name(view)
         puts, deletes = check_documents(put, delete)
@@ -289,14 +302,60 @@ class Subscription:
         if self._lost is not None:
             raise self._lost
         positions = tuple(self._delivered)
-        try:
-            await self._commit_checkpoint(
-                lambda now: [self._checkpoint_write(positions, now, now + self._lease_us), *writes]
-            )
-        except CommitRejected:
-            raise self._lose() from None
+        await self._hold_on_saving(positions, writes)
         self._seq += 1
         self._saved = positions
+
+    async def _hold_on_saving(self, positions: tuple[int, ...], writes: list[Write]) -> None:
+        """Commit the save, through an outage: unavailability is retried with backoff;
+        a refusal is read from the checkpoint it reports (``ALL_OLD``): our own earlier
+        attempt that landed after all (done), our lease merely run out while nobody
+        else took it (take it again, then save), or another consumer's (lost).
+
+        Raises:
+            LeaseLostError: another consumer holds the lease or has saved since ours.
+            StorageError: a failure no retry mends.
+        """
+        unknown = lapsed = False
+        attempt = 0
+        while True:
+            try:
+                if lapsed:
+                    await self._commit_checkpoint(lambda now: [self._lease_write(now)])
+                    lapsed = False
+                await self._commit_checkpoint(
+                    lambda now: [
+                        self._checkpoint_write(positions, now, now + self._lease_us),
+                        *writes,
+                    ]
+                )
+                return
+            except CommitRejected as refused:
+                verdict = self._verdict(_holder(refused), positions, unknown=unknown)
+                if verdict == "landed":
+                    return
+                if verdict == "lost":
+                    raise self._lose() from None
+                lapsed = True
+                continue
+            except StorageUnavailableError:
+                unknown = True  # it may have landed: a later refusal will say
+            if self._lost is not None:
+                raise self._lost
+            await anyio.sleep(self._settings.outage.seconds(attempt))
+            attempt += 1
+
+    def _verdict(
+        self, holder: CheckpointRecord | None, positions: tuple[int, ...], *, unknown: bool
+    ) -> Literal["landed", "lapsed", "lost"]:
+        """What a refused save means, from the checkpoint that refused it."""
+        if holder is None or holder.owner != self._owner:
+            return "lost"
+        if unknown and holder.seq == self._seq + 1 and holder.positions == positions:
+            return "landed"  # an attempt whose answer never came was applied
+        if holder.seq == self._seq and holder.lease_until_us < now_us():
+            return "lapsed"  # nobody else took it or saved: ours again for the asking
+        return "lost"
 
     async def _release(self, *, save: bool) -> None:
         """Leave: save progress when asked, and free the lease for a successor."""
@@ -397,9 +456,9 @@ class Subscription:
         async with send:
             try:
                 while True:
-                    found = 0
-                    for shard in range(self._settings.shards):
-                        found += await self._read_shard(send, shard, positions)
+                    found = await hold_on(
+                        lambda: self._read_shards(send, positions), self._settings.outage
+                    )
                     if found:
                         idle = self._settings.poll_min
                         continue
@@ -409,6 +468,15 @@ class Subscription:
                 return  # the consumer stopped
             except Exception as exc:  # raised to the consumer by __anext__
                 self._failure = exc
+
+    async def _read_shards(
+        self, send: MemoryObjectSendStream[_Delivery], positions: list[int]
+    ) -> int:
+        """One pass over every shard; a shard read before a failure keeps its progress."""
+        found = 0
+        for shard in range(self._settings.shards):
+            found += await self._read_shard(send, shard, positions)
+        return found
 
     async def _read_shard(
         self, send: MemoryObjectSendStream[_Delivery], shard: int, positions: list[int]
