@@ -5,19 +5,16 @@ from __future__ import annotations
 import dataclasses
 import enum
 import functools
-import uuid
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Awaitable,
     Callable,
     Iterable,
-    Iterator,
     Mapping,
     Sequence,
 )
-from contextlib import aclosing, contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import aclosing
 from datetime import timedelta
 from types import TracebackType
 from typing import Any, Literal, Self, TypeVar
@@ -26,31 +23,19 @@ import anyio
 import msgspec
 
 from ._backends.aws.dynamodb import DynamoDBBackend
-from ._backends.aws.items import change_set_item_size
-from ._backends.aws.logs import install_redaction
 from ._backends.memory import MemoryBackend
 from ._backends.protocol import Backend
 from ._codec import EventCodec
-from ._config import (
-    DYNAMODB_ITEM_LIMIT,
-    DYNAMODB_TRANSACTION_LIMIT,
-    MAX_METADATA_BYTES,
-    StoreConfig,
-)
+from ._config import StoreConfig
 from ._errors import (
     AggregateNotFoundError,
     ChangeSetNotFoundError,
-    ChangeSetTooLargeError,
-    CommitOutcomeUnknownError,
     InvalidInputError,
-    StorageError,
     StoreClosedError,
 )
-from ._feed.positions import shard_of
 from ._feed.subscription import Subscription, SubscriptionSettings
 from ._feed.views import check_name, check_view_key, check_view_name
 from ._models import (
-    ANY,
     AggregateHead,
     AggregateHistory,
     AnyVersion,
@@ -59,29 +44,25 @@ from ._models import (
     Snapshot,
     SweepReport,
 )
-from ._offload.payload import EncodedPayload, Offloader, PayloadReader
+from ._offload.payload import Offloader, PayloadReader
 from ._offload.sweep import sweep_orphans
 from ._read.decode import ChangeSetDecoder, to_head
 from ._read.load import load_from_snapshot, load_history, read_change_sets
-from ._records import MAX_TRANSACTION_ACTIONS, ViewRecord, view_partition
+from ._records import ViewRecord, view_partition
 from ._timeutil import from_us
 from ._validation import (
     check_aggregate_id,
     check_aggregate_ids,
-    check_aggregate_type,
-    check_commit_id,
     check_count,
-    check_events,
-    check_expected_version,
-    check_metadata,
     check_seconds,
     check_start,
     check_version,
     check_version_range,
 )
-from ._write.append import Appender, AppendProgress, Committed, ConflictBackoff
-from ._write.plan import AppendRequest
+from ._write.append import Appender, ConflictBackoff
+from ._write.batch import check_append, check_batch
 from ._write.snapshots import SnapshotWriter, check_keep, check_schema
+from ._write.writer import ChangeSetWriter
 
 __all__ = ["EventStore"]
 
@@ -148,6 +129,9 @@ class EventStore:
         self._reader = PayloadReader(self._codec, objects)
         self._decoder = ChangeSetDecoder(self._codec, self._reader, self._config.fetch_concurrency)
         self._snapshots = SnapshotWriter(self._backend, self._offloader, self._config)
+        self._writer = ChangeSetWriter(
+            self._appender, self._backend, self._offloader, self._decoder, self._config
+        )
 
     @classmethod
     def in_memory(cls, *, types: Iterable[type[msgspec.Struct]] = (), **config: Any) -> EventStore:
@@ -194,9 +178,7 @@ class EventStore:
     async def __aenter__(self) -> Self:
         if self._state is not _State.UNOPENED:
             raise StoreClosedError(f"the store is {self._state.value}; create a new EventStore")
-        install_redaction()
         await self._backend.open()
-        install_redaction()  # again: opening the clients created more loggers
         self._wire_payloads()
         self._state = _State.OPEN
         return self
@@ -296,10 +278,10 @@ class EventStore:
             StorageError: AWS failed a request (see its subclasses).
         """
         self._require_open()
-        header = self._check_append(
-            aggregate_id, events, expected_version, aggregate_type, metadata, commit_id
+        header = check_append(
+            self._codec, aggregate_id, events, expected_version, aggregate_type, metadata, commit_id
         )
-        (change_set,) = await self._commit([header], [events])
+        (change_set,) = await self._writer.commit([header], [events])
         return change_set
 
     @_operation
@@ -323,139 +305,8 @@ class EventStore:
             Others: as :meth:`append`.
         """
         self._require_open()
-        headers = self._check_batch(appends)
-        return await self._commit(headers, [append.events for append in appends])
-
-    async def _commit(self, headers: list[_AppendHeader], events: list[Any]) -> list[ChangeSet]:
-        """Encode (and offload) every entry's events, then commit them in one transaction.
-
-        When this fails, or is cancelled, the objects uploaded for it are deleted unless
-        a stored change set may point to them (see :func:`_may_be_referenced`); those
-        are left to ``sweep_orphans``.
-        """
-        encoded: list[EncodedPayload] = []
-        progress = AppendProgress()
-        try:
-            await self._encode_all(headers, events, encoded)
-            requests = [h.request(e) for h, e in zip(headers, encoded, strict=True)]
-            _check_sizes(requests, feed=self._config.feed_shards > 0)
-            expected = [h.expected for h in headers]
-            committed = await self._appender.append(requests, expected, progress)
-        except BaseException as exc:
-            if not _may_be_referenced(exc, progress):
-                await self._discard_uploaded(encoded)
-            raise
-        return [
-            await self._result(request, done)
-            for request, done in zip(requests, committed, strict=True)
-        ]
-
-    async def _encode_all(
-        self, headers: list[_AppendHeader], events: list[Any], encoded: list[EncodedPayload]
-    ) -> None:
-        """Encode the entries one after another into ``encoded`` (which, on a failure,
-        holds what was already uploaded), within ``max_upload_seconds`` in all.
-
-        The bound keeps the invariant the sweep relies on: an object's age when its
-        change set commits is at most ``commit_window_seconds``. Every object of this
-        commit is started after ``started``; encoding ends at most ``max_upload_seconds``
-        later; then the append's deadline, and one request sent just before it
-        (``connect_timeout + read_timeout``), bound the time to the commit.
-        """
-        started = anyio.current_time()
-        batch = len(headers) > 1
-        for index, (header, entry_events) in enumerate(zip(headers, events, strict=True)):
-            with _naming(f"appends[{index}]." if batch else ""):
-                encoded.append(await self._offloader.encode(header.aggregate_id, entry_events))
-        self._check_encode_time(encoded, anyio.current_time() - started)
-
-    def _check_encode_time(self, encoded: list[EncodedPayload], seconds: float) -> None:
-        """Refuse to commit objects whose encoding took longer than ``max_upload_seconds``
-        (counted from before the first entry), so no sweep can have deleted one."""
-        limit = self._config.max_upload_seconds
-        if seconds > limit and any(payload.pointer is not None for payload in encoded):
-            raise StorageError(
-                f"encoding and uploading the change sets took {seconds:.1f} s, over "
-                f"max_upload_seconds ({limit:g} s); nothing was committed",
-                code="UploadTooSlow",
-                operation="PutObject",
-            )
-
-    async def _discard_uploaded(self, encoded: list[EncodedPayload]) -> None:
-        """Delete the objects of an append that did not land. Shielded, so a cancelled
-        append cleans up too; an object that cannot be deleted (the store may be
-        closing) is left to the sweep rather than hide the append's own error."""
-        with anyio.CancelScope(shield=True):
-            for payload in encoded:
-                if payload.pointer is not None:
-                    with suppress(Exception):
-                        await self._offloader.discard(payload.pointer.key)
-
-    def _check_batch(self, appends: Any) -> list[_AppendHeader]:
-        if not isinstance(appends, Sequence) or isinstance(appends, str | bytes):
-            raise InvalidInputError("appends", "must be a list or tuple of Append")
-        if not appends:
-            raise InvalidInputError("appends", "must hold at least one Append")
-        headers: list[_AppendHeader] = []
-        for index, append in enumerate(appends):
-            if not isinstance(append, Append):
-                raise InvalidInputError(f"appends[{index}]", "must be an Append")
-            with _naming(f"appends[{index}]."):
-                headers.append(
-                    self._check_append(
-                        append.aggregate_id,
-                        append.events,
-                        append.expected_version,
-                        append.aggregate_type,
-                        append.metadata,
-                        append.commit_id,
-                    )
-                )
-        _check_batch_shape(headers, self._config.feed_shards)
-        return headers
-
-    def _check_append(
-        self,
-        aggregate_id: Any,
-        events: Any,
-        expected_version: Any,
-        aggregate_type: Any,
-        metadata: Any,
-        commit_id: Any,
-    ) -> _AppendHeader:
-        """Every check of an append that needs no encoding of its events, so that a
-        batch is refused before any entry is uploaded."""
-        aggregate_id = check_aggregate_id(aggregate_id)
-        expected = check_expected_version(expected_version)
-        aggregate_type = check_aggregate_type(aggregate_type)
-        commit_id = check_commit_id(commit_id) or uuid.uuid4().hex
-        checked_metadata = check_metadata(metadata)
-        metadata_bytes = None
-        if checked_metadata:
-            metadata_bytes = self._codec.encode_metadata(checked_metadata)
-            if len(metadata_bytes) > MAX_METADATA_BYTES:
-                raise InvalidInputError(
-                    "metadata", f"encodes to {len(metadata_bytes)} bytes, over {MAX_METADATA_BYTES}"
-                )
-        check_events(events)
-        return _AppendHeader(
-            aggregate_id=aggregate_id,
-            expected=expected,
-            aggregate_type=aggregate_type,
-            commit_id=commit_id,
-            metadata=dict(checked_metadata or {}),
-            metadata_bytes=metadata_bytes,
-        )
-
-    async def _result(self, request: AppendRequest, committed: Committed) -> ChangeSet:
-        earlier = committed.earlier
-        if earlier is None:
-            return request.change_set(committed.version, committed.timestamp_us)
-        ours = request.pointer
-        if ours is not None and (earlier.pointer is None or earlier.pointer.key != ours.key):
-            with anyio.CancelScope(shield=True):  # an earlier attempt's object is the one kept
-                await self._offloader.discard(ours.key)
-        return await self._decoder.change_set(earlier)
+        headers = check_batch(self._codec, appends, self._config.feed_shards)
+        return await self._writer.commit(headers, [append.events for append in appends])
 
     @_operation
     async def sweep_orphans(self, *, older_than: timedelta = timedelta(hours=1)) -> SweepReport:
@@ -712,95 +563,3 @@ class EventStore:
         self._require_open()
         record = await self._backend.get_head(check_aggregate_id(aggregate_id))
         return to_head(record) if record is not None else None
-
-
-@dataclass(frozen=True, slots=True)
-class _AppendHeader:
-    """The checked arguments of an append, before its events are encoded."""
-
-    aggregate_id: str
-    expected: int | AnyVersion
-    aggregate_type: str | None
-    commit_id: str
-    metadata: dict[str, Any]
-    metadata_bytes: bytes | None
-
-    def request(self, encoded: EncodedPayload) -> AppendRequest:
-        return AppendRequest(
-            aggregate_id=self.aggregate_id,
-            events=encoded.events,
-            event_count=encoded.event_count,
-            payload=encoded.payload,
-            pointer=encoded.pointer,
-            metadata=self.metadata,
-            metadata_bytes=self.metadata_bytes,
-            aggregate_type=self.aggregate_type,
-            commit_id=self.commit_id,
-            guarded=self.expected is ANY,
-        )
-
-
-def _check_batch_shape(headers: list[_AppendHeader], feed_shards: int) -> None:
-    seen: dict[str, int] = {}
-    for index, header in enumerate(headers):
-        if header.aggregate_id in seen:
-            raise InvalidInputError(
-                f"appends[{index}].aggregate_id",
-                f"{header.aggregate_id!r} is also appends[{seen[header.aggregate_id]}]: "
-                "one transaction can change an aggregate once",
-            )
-        seen[header.aggregate_id] = index
-    actions = sum(3 if header.expected is ANY else 2 for header in headers)
-    feed = ""
-    if feed_shards:  # an entry per append and a counter move per shard touched
-        shards = {shard_of(header.aggregate_id, feed_shards) for header in headers}
-        feed_actions = len(headers) + len(shards)
-        actions += feed_actions
-        feed = f" ({feed_actions} of them for the feed)"
-    if actions > MAX_TRANSACTION_ACTIONS:
-        raise InvalidInputError(
-            "appends", f"needs {actions} DynamoDB actions{feed}, over the limit of 100"
-        )
-
-
-def _check_sizes(requests: list[AppendRequest], feed: bool) -> None:
-    """Each item under 400 KB and the transaction under 4 MB, checked before sending."""
-    total = 0
-    for request in requests:
-        size = change_set_item_size(request.record(version=2**53, timestamp_us=2**62))
-        if size > DYNAMODB_ITEM_LIMIT:
-            raise ChangeSetTooLargeError("the change set item", size, DYNAMODB_ITEM_LIMIT)
-        total += size + _companion_bytes(request, feed)
-    if total > DYNAMODB_TRANSACTION_LIMIT:
-        raise ChangeSetTooLargeError("the transaction", total, DYNAMODB_TRANSACTION_LIMIT)
-
-
-def _companion_bytes(request: AppendRequest, feed: bool) -> int:
-    """At most what the items written with a change set take: the head, the commit
-    marker and, with the feed on, its entry and a share of a shard counter. Each holds
-    the aggregate and commit ids, and attribute names and numbers (under 256 bytes)."""
-    copies = 3 if feed else 2
-    ids = len(request.aggregate_id.encode()) + len(request.commit_id.encode())
-    kind = len(request.aggregate_type.encode()) if request.aggregate_type else 0
-    return copies * (ids + 256) + kind + (128 if feed else 0)
-
-
-def _may_be_referenced(error: BaseException, progress: AppendProgress) -> bool:
-    """Whether a stored change set may point to the objects of a failed append: a
-    transaction carrying them was sent and its outcome never settled, or the caller is
-    told the outcome is unknown. Otherwise the append definitely did not land: it
-    failed (or was cancelled) before anything was sent (validation, encoding, sizes,
-    uploads), or its transaction was refused (ConcurrencyError,
-    AggregateTypeMismatchError, a refused or still-conflicting transaction...)."""
-    return progress.in_doubt or isinstance(error, CommitOutcomeUnknownError)
-
-
-@contextmanager
-def _naming(prefix: str) -> Iterator[None]:
-    """Name a batch entry in the argument of an InvalidInputError (``appends[3].events``)."""
-    try:
-        yield
-    except InvalidInputError as exc:
-        if not prefix:
-            raise
-        raise InvalidInputError(prefix + exc.argument, exc.problem) from None

@@ -57,6 +57,14 @@ class ScriptedBackend:
     def objects(self) -> None:
         return None
 
+    def change_set_size(self, record: ChangeSetRecord) -> int:
+        return self.inner.change_set_size(record)
+
+    def companion_size(
+        self, record: ChangeSetRecord, aggregate_type: str | None, feed: bool
+    ) -> int:
+        return self.inner.companion_size(record, aggregate_type, feed)
+
     async def referenced_objects(self, aggregate_id: str) -> set[str]:
         return await self.inner.referenced_objects(aggregate_id)
 

@@ -9,9 +9,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from eventstore_async import IntegrityError
+from eventstore_async import IntegrityError, StoreConfig
+from eventstore_async._backends.aws.dynamodb import DynamoDBBackend
 from eventstore_async._backends.aws.items import (
     change_set_item_size,
+    companion_items_size,
     head_key,
     item_size,
     key,
@@ -19,6 +21,7 @@ from eventstore_async._backends.aws.items import (
     record_to_item,
     transact_items,
 )
+from eventstore_async._backends.memory import MemoryBackend
 from eventstore_async._codec import EventCodec
 from eventstore_async._records import (
     ChangeSetRecord,
@@ -571,3 +574,34 @@ def test_non_retryable_cancellation_codes_are_not_busy(code: str) -> None:
 )
 def test_change_set_item_size_counts_what_the_item_holds(record: ChangeSetRecord) -> None:
     assert change_set_item_size(record) == item_size(record_to_item(record))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    aggregate_id=st.text(min_size=1, max_size=512),
+    commit_id=st.text(min_size=1, max_size=128),
+    aggregate_type=st.none() | st.text(min_size=1, max_size=200),
+)
+def test_companion_size_bounds_the_head_and_marker_items(
+    aggregate_id: str, commit_id: str, aggregate_type: str | None
+) -> None:
+    big = 2**53
+    record = _change_set(aggregate_id=aggregate_id, commit_id=commit_id)
+    head = HeadRecord(aggregate_id, aggregate_type, big, commit_id, big, 2**62, 2**62)
+    marker = MarkerRecord(aggregate_id, commit_id, big)
+    written = item_size(record_to_item(head)) + item_size(record_to_item(marker))
+    assert written <= companion_items_size(record, aggregate_type, feed=False)
+    assert companion_items_size(record, aggregate_type, feed=True) > written
+
+
+def test_memory_backend_counts_item_sizes_as_the_dynamodb_backend() -> None:
+    """The size limits are the same in unit tests as against DynamoDB."""
+    dynamodb = DynamoDBBackend(StoreConfig(table_name="events"))
+    memory = MemoryBackend()
+    record = _change_set(payload=b"x" * 1234, metadata=b"m" * 10)
+    assert memory.change_set_size(record) == dynamodb.change_set_size(record)
+    assert memory.change_set_size(record) == item_size(record_to_item(record))
+    for feed in (False, True):
+        assert memory.companion_size(record, "Order", feed) == dynamodb.companion_size(
+            record, "Order", feed
+        )

@@ -52,6 +52,7 @@ from .._records import (
     snapshot_sort_key,
     view_partition,
 )
+from .aws.items import change_set_item_size, companion_items_size
 from .protocol import ObjectInfo, Page, UploadInfo
 
 __all__ = ["MemoryBackend"]
@@ -74,6 +75,17 @@ class MemoryBackend:
 
     async def aclose(self) -> None:
         await anyio.lowlevel.checkpoint()
+
+    # Sizes as DynamoDB counts them (the same pure functions as the DynamoDB backend's
+    # item mapping), so an append too large for DynamoDB is refused here too.
+
+    def change_set_size(self, record: ChangeSetRecord) -> int:
+        return change_set_item_size(record)
+
+    def companion_size(
+        self, record: ChangeSetRecord, aggregate_type: str | None, feed: bool
+    ) -> int:
+        return companion_items_size(record, aggregate_type, feed)
 
     async def create_schema(self) -> None:
         await anyio.lowlevel.checkpoint()

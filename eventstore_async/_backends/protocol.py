@@ -78,6 +78,19 @@ class Backend(Protocol):
     async def create_schema(self) -> None:
         """Create the table and bucket if missing (idempotent)."""
 
+    def change_set_size(self, record: ChangeSetRecord) -> int:
+        """Bytes the change set's item takes (names and values, as DynamoDB counts
+        them); the store refuses an append whose item is over the 400 KB limit."""
+        ...
+
+    def companion_size(
+        self, record: ChangeSetRecord, aggregate_type: str | None, feed: bool
+    ) -> int:
+        """At most the bytes of the other items an append writes with ``record`` (the
+        head, a commit marker and, with the ``feed`` on, its entry and counter), which
+        count against the 4 MB transaction limit."""
+        ...
+
     async def drop_schema(self) -> None:
         """Delete the table and bucket with everything in them."""
 

@@ -30,7 +30,15 @@ from ..._records import (
 from ..protocol import Page
 from .errors import error_code, translate_errors
 from .item_reader import QueryPage, query_page, read_query_page
-from .items import head_key, key, record_from_item, transact_items
+from .items import (
+    change_set_item_size,
+    companion_items_size,
+    head_key,
+    key,
+    record_from_item,
+    transact_items,
+)
+from .logs import install_redaction
 from .s3 import S3Objects
 from .session import AwsClients, open_clients
 from .wire import FastDynamoDB
@@ -68,6 +76,8 @@ class DynamoDBBackend:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def open(self) -> None:
+        """Open the pooled clients, with session tokens kept out of botocore's logs."""
+        install_redaction()
         stack = AsyncExitStack()
         try:
             self._clients = await open_clients(self._config, stack)
@@ -75,6 +85,7 @@ class DynamoDBBackend:
             await stack.aclose()
             raise
         self._stack = stack
+        install_redaction()  # again: opening the clients created more loggers
         if self._config.bucket_name is not None:
             self._objects = S3Objects(self._clients.s3, self._config.bucket_name)
 
@@ -98,6 +109,16 @@ class DynamoDBBackend:
         if self._clients is None:
             raise StoreClosedError("the store is not open")
         return self._clients.s3
+
+    # -- item sizes ---------------------------------------------------------------------
+
+    def change_set_size(self, record: ChangeSetRecord) -> int:
+        return change_set_item_size(record)
+
+    def companion_size(
+        self, record: ChangeSetRecord, aggregate_type: str | None, feed: bool
+    ) -> int:
+        return companion_items_size(record, aggregate_type, feed)
 
     # -- schema -------------------------------------------------------------------------
 

@@ -59,6 +59,7 @@ from ..._records import (
 
 __all__ = [
     "change_set_item_size",
+    "companion_items_size",
     "head_key",
     "item_size",
     "key",
@@ -538,6 +539,16 @@ def change_set_item_size(record: ChangeSetRecord) -> int:
     if record.metadata:
         total += 8 + len(record.metadata)  # metadata
     return total
+
+
+def companion_items_size(record: ChangeSetRecord, aggregate_type: str | None, feed: bool) -> int:
+    """At most what the items written with a change set take: the head, the commit
+    marker and, with the feed on, its entry and a share of a shard counter. Each holds
+    the aggregate and commit ids, and attribute names and numbers (under 256 bytes)."""
+    copies = 3 if feed else 2
+    ids = len(record.aggregate_id.encode()) + len(record.commit_id.encode())
+    kind = len(aggregate_type.encode()) if aggregate_type else 0
+    return copies * (ids + 256) + kind + (128 if feed else 0)
 
 
 def item_size(item: Item) -> int:
