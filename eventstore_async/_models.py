@@ -137,3 +137,5 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     objects_scanned: int
     objects_deleted: tuple[str, ...]
     uploads_aborted: int
+    #: Objects under a legacy key (naming no table) left alone: ``legacy_keys=False``.
+    legacy_objects_kept: int = 0

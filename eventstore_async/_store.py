@@ -45,7 +45,7 @@ from ._models import (
     SweepReport,
 )
 from ._offload.payload import Offloader, PayloadReader
-from ._offload.sweep import sweep_orphans
+from ._offload.sweep import SweepScope, sweep_orphans
 from ._read.decode import ChangeSetDecoder, to_head
 from ._read.load import load_from_snapshot, load_history, read_change_sets
 from ._records import ViewRecord, view_partition
@@ -309,18 +309,25 @@ class EventStore:
         return await self._writer.commit(headers, [append.events for append in appends])
 
     @_operation
-    async def sweep_orphans(self, *, older_than: timedelta = timedelta(hours=1)) -> SweepReport:
+    async def sweep_orphans(
+        self, *, older_than: timedelta = timedelta(hours=1), legacy_keys: bool = False
+    ) -> SweepReport:
         """Delete offloaded objects that no change set references, and abort old
         multipart uploads: what a writer that crashed mid-append left behind.
 
         Only objects older than ``older_than`` are considered; it must be at least
         ``config.commit_window_seconds`` (the longest an append can take to commit its
-        object), so an append still in flight never loses its object. Costs one
+        object), so an append still in flight never loses its object. Only keys under
+        this table's name are considered, so tables may share a bucket and prefix.
+        Objects written by release 0.1.0 have keys that name no table: they are swept
+        only with ``legacy_keys=True``, which says that no other table ever wrote under
+        this bucket's ``key_prefix`` (see the README, "Sharing a bucket"). Costs one
         LIST per 1,000 objects and one Query (pointer attributes) per aggregate with
         old objects.
 
         Raises:
-            InvalidInputError: ``older_than`` is shorter than the commit window.
+            InvalidInputError: ``older_than`` is shorter than the commit window, or
+                ``legacy_keys`` is not a bool.
             StorageError: AWS failed a request.
         """
         self._require_open()
@@ -330,9 +337,13 @@ class EventStore:
             raise InvalidInputError(
                 "older_than", f"must be a timedelta of at least {window} (commit_window_seconds)"
             )
+        if not isinstance(legacy_keys, bool):
+            raise InvalidInputError("legacy_keys", "must be True or False")
         if objects is None:
             return SweepReport(objects_scanned=0, objects_deleted=(), uploads_aborted=0)
-        return await sweep_orphans(self._backend, objects, self._config.key_prefix, older_than)
+        config = self._config
+        scope = SweepScope(config.key_prefix, config.table_name, legacy_keys)
+        return await sweep_orphans(self._backend, objects, scope, older_than)
 
     # -- reads --------------------------------------------------------------------------
 

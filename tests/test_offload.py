@@ -324,6 +324,7 @@ async def test_aggregate_ids_cannot_steer_keys_outside_the_prefix(
     aggregate = "../../../etc/passwd"
     await store.append(aggregate, blob_events(3, 3000), expected_version=0)
     (key,) = inspect(store).keys()
-    assert key.startswith(store.config.key_prefix)
-    assert ".." not in key and key.count("/") == store.config.key_prefix.count("/") + 1
+    config = store.config
+    assert key.startswith(f"{config.key_prefix}{config.table_name}/")
+    assert ".." not in key and key.count("/") == config.key_prefix.count("/") + 2
     assert (await store.load(aggregate)).version == 1

@@ -15,17 +15,13 @@ delete the object of a snapshot the load has just read (see ``_load``).
 :meth:`PayloadReader.iter_events` spools the object to a temporary file instead, so a
 change set of any size is checked, then yielded one event at a time.
 
-Object keys are ``{key_prefix}{base64url(aggregate id)}/{random hex}``: the id is
-encoded, so no id can name a key outside the prefix.
+Object keys name the table and the aggregate (see ``keys``).
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import tempfile
-import uuid
 import zlib
 from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Iterable, Sequence
 from contextlib import aclosing, suppress
@@ -39,6 +35,7 @@ from .._codec import FORMAT_FRAMED, EventCodec, FrameDecoder
 from .._config import DYNAMODB_ITEM_LIMIT, StoreConfig
 from .._errors import ChangeSetTooLargeError, IntegrityError, InvalidInputError, StorageError
 from .._records import ObjectPointer
+from .keys import object_key
 from .upload import upload
 
 __all__ = [
@@ -46,8 +43,6 @@ __all__ = [
     "Offloader",
     "PayloadMissingError",
     "PayloadReader",
-    "aggregate_of_key",
-    "object_key",
 ]
 
 _CHUNK = 1024 * 1024
@@ -55,24 +50,6 @@ _SPOOL_IN_MEMORY = 8 * 1024 * 1024
 # Bytes of a change set item besides payload and metadata: key names, commit id,
 # numbers, and an aggregate id of up to 512 bytes.
 ITEM_OVERHEAD = 1024
-
-
-def object_key(prefix: str, aggregate_id: str) -> str:
-    encoded = base64.urlsafe_b64encode(aggregate_id.encode()).rstrip(b"=").decode()
-    return f"{prefix}{encoded}/{uuid.uuid4().hex}"
-
-
-def aggregate_of_key(prefix: str, key: str) -> str | None:
-    """The aggregate id an object key was made for, or None if it is not one of ours."""
-    if not key.startswith(prefix):
-        return None
-    encoded, _, name = key[len(prefix) :].partition("/")
-    if not encoded or not name or "/" in name:
-        return None
-    try:
-        return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,7 +173,7 @@ class Offloader:
 
     async def _upload(self, aggregate_id: str, chunks: AsyncIterator[bytes]) -> ObjectPointer:
         assert self._objects is not None
-        key = object_key(self._config.key_prefix, aggregate_id)
+        key = object_key(self._config.key_prefix, self._config.table_name, aggregate_id)
         compression = self._config.compression
         body = _compressed(chunks) if compression == "zlib" else chunks
         started = anyio.current_time()

@@ -1,0 +1,143 @@
+"""The orphan sweep deletes only what is surely its own and surely unreferenced."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from datetime import timedelta
+from typing import Any
+
+import anyio
+import boto3
+import msgspec
+import pytest
+
+from eventstore_async import EventStore
+from eventstore_async._backends.memory import MemoryBackend, MemoryObjects
+from eventstore_async._records import ChangeSetRecord
+
+from .conftest import StoreFactory, remote_config
+from .test_offload import blob_events, new_id
+
+pytestmark = pytest.mark.anyio
+
+THRESHOLD = 4096
+#: A commit window of 0.9 s, so objects age past it within a test.
+FAST = {
+    "connect_timeout": 0.1,
+    "read_timeout": 0.2,
+    "max_attempts": 1,
+    "conflict_retries": 0,
+    "max_upload_seconds": 0.1,
+    "append_deadline_seconds": 0.5,
+    "offload_threshold_bytes": THRESHOLD,
+}
+#: Past the window plus the second S3 rounds LastModified down by, with room to spare.
+AGED = 2.5
+
+
+def window(store: EventStore) -> timedelta:
+    return timedelta(seconds=store.config.commit_window_seconds)
+
+
+def s3_client(url: str) -> Any:
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+
+
+async def test_a_sweep_keeps_the_objects_of_another_table_in_the_same_bucket(
+    request: pytest.FixtureRequest, emulator_url: str
+) -> None:
+    config_a = remote_config("emulator", request, **FAST)
+    config_b = config_a.replace(table_name=f"{config_a.table_name}-b")
+    assert config_a.key_prefix == config_b.key_prefix  # the default, shared
+    try:
+        for config in (config_a, config_b):  # with the default timeouts
+            async with EventStore(config.replace(connect_timeout=2, read_timeout=10)) as admin:
+                await admin.create_schema()
+        async with EventStore(config_a) as a, EventStore(config_b) as b:
+            aggregate = new_id()
+            await a.append(aggregate, blob_events(3, 3000), expected_version=0)
+            await b.append(aggregate, blob_events(3, 3000, seed=1), expected_version=0)
+            (a_key,) = await a._backend.referenced_objects(aggregate)  # type: ignore[attr-defined]
+            (b_key,) = await b._backend.referenced_objects(aggregate)  # type: ignore[attr-defined]
+            orphan = b_key.rsplit("/", 1)[0] + "/" + uuid.uuid4().hex
+            s3 = s3_client(emulator_url)
+            s3.put_object(Bucket=config_b.bucket_name, Key=orphan, Body=b"x")
+            a_upload = a_key.rsplit("/", 1)[0] + "/" + uuid.uuid4().hex  # A's, in flight
+            s3.create_multipart_upload(Bucket=config_a.bucket_name, Key=a_upload)
+            await anyio.sleep(AGED)
+
+            report = await b.sweep_orphans(older_than=window(b))
+
+            assert report.objects_deleted == (orphan,)
+            assert report.uploads_aborted == 0
+            assert len((await a.load(aggregate)).events) == 3
+            assert len((await b.load(aggregate)).events) == 3
+    finally:
+        for config in (config_b, config_a):
+            async with EventStore(config.replace(connect_timeout=2, read_timeout=10)) as admin:
+                await admin.drop_schema()
+
+
+def legacy_key(prefix: str, aggregate_id: str) -> str:
+    """An object key as written before keys named the table."""
+    encoded = base64.urlsafe_b64encode(aggregate_id.encode()).rstrip(b"=").decode()
+    return f"{prefix}{encoded}/{uuid.uuid4().hex}"
+
+
+def move_to_legacy_key(backend: MemoryBackend, aggregate_id: str, version: int) -> str:
+    """Rewrite a stored change set as an earlier release stored it: its object under the
+    key layout without the table's name."""
+    objects = backend.objects
+    assert isinstance(objects, MemoryObjects)
+    record = backend._table[aggregate_id][version]
+    assert isinstance(record, ChangeSetRecord) and record.pointer is not None
+    key = legacy_key("changesets/", aggregate_id)
+    objects.objects[key] = objects.objects.pop(record.pointer.key)
+    pointer = msgspec.structs.replace(record.pointer, key=key)
+    backend._table[aggregate_id][version] = msgspec.structs.replace(record, pointer=pointer)
+    return key
+
+
+def age_objects(objects: MemoryObjects, seconds: float) -> None:
+    for key, (body, modified) in list(objects.objects.items()):
+        objects.objects[key] = (body, modified - timedelta(seconds=seconds))
+
+
+async def test_objects_under_the_earlier_key_layout_are_swept_when_asked() -> None:
+    async with EventStore.in_memory(offload_threshold_bytes=THRESHOLD) as store:
+        backend = store._backend
+        assert isinstance(backend, MemoryBackend) and isinstance(backend.objects, MemoryObjects)
+        aggregate = new_id()
+        await store.append(aggregate, blob_events(3, 3000), expected_version=0)
+        referenced = move_to_legacy_key(backend, aggregate, 1)
+        orphan = legacy_key("changesets/", aggregate)
+        backend.objects.objects[orphan] = (
+            b"left by a crashed writer",
+            backend.objects.objects[referenced][1],
+        )
+        age_objects(backend.objects, 2 * store.config.commit_window_seconds)
+
+        kept = await store.sweep_orphans(older_than=window(store))
+        swept = await store.sweep_orphans(older_than=window(store), legacy_keys=True)
+
+        assert kept.objects_deleted == ()
+        assert kept.legacy_objects_kept == 2
+        assert swept.objects_deleted == (orphan,)
+        assert sorted(backend.objects.objects) == [referenced]
+        assert len((await store.load(aggregate)).events) == 3
+
+
+async def test_new_object_keys_name_the_table(make_store: StoreFactory) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await store.append(aggregate, blob_events(3, 3000), expected_version=0)
+    (key,) = await store._backend.referenced_objects(aggregate)  # type: ignore[attr-defined]
+    config = store.config
+    assert key.startswith(f"{config.key_prefix}{config.table_name}/")
