@@ -22,18 +22,18 @@ from .test_offload import blob_events, new_id
 pytestmark = pytest.mark.anyio
 
 THRESHOLD = 4096
-#: A commit window of 0.9 s, so objects age past it within a test.
+#: A commit window of 2 s, so objects age past it within a test.
 FAST = {
     "connect_timeout": 0.1,
-    "read_timeout": 0.2,
+    "read_timeout": 0.4,
     "max_attempts": 1,
     "conflict_retries": 0,
-    "max_upload_seconds": 0.1,
+    "max_upload_seconds": 1.0,
     "append_deadline_seconds": 0.5,
     "offload_threshold_bytes": THRESHOLD,
 }
 #: Past the window plus the second S3 rounds LastModified down by, with room to spare.
-AGED = 2.5
+AGED = 3.5
 
 
 def window(store: EventStore) -> timedelta:
