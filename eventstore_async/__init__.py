@@ -41,6 +41,8 @@ from ._models import (
     RawEvent,
     Snapshot,
     SweepReport,
+    VerifyProblem,
+    VerifyReport,
 )
 from ._store import EventStore
 
@@ -77,4 +79,6 @@ __all__ = [
     "SubscriptionBusyError",
     "SubscriptionError",
     "SweepReport",
+    "VerifyProblem",
+    "VerifyReport",
 ]

@@ -183,7 +183,41 @@ class StorageError(EventStoreError):
 
 
 class SchemaMissingError(StorageError):
-    """The table or bucket does not exist (run ``create_schema()``)."""
+    """The table or bucket does not exist (or is not the event store's).
+
+    ``resource`` is ``"table"`` or ``"bucket"`` and ``name`` its name (``None`` when the
+    failing call did not say); the message says how to create it.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str,
+        operation: str,
+        resource: str = "table",
+        name: str | None = None,
+    ) -> None:
+        super().__init__(message, code=code, operation=operation)
+        self.resource = resource
+        self.name = name
+
+    @classmethod
+    def of(
+        cls, resource: str, name: str | None, *, code: str, operation: str, detail: str = ""
+    ) -> SchemaMissingError:
+        """The error for a missing ``resource`` (``"table"`` or ``"bucket"``) ``name``;
+        ``detail`` is what AWS said."""
+        named = f"the {resource} {name!r}" if name else f"the {resource}"
+        message = (
+            f"{named} does not exist at this endpoint and region; create it with "
+            "'eventstore init' (the cli extra), 'await store.create_schema()', or your "
+            "infrastructure code (README: Schema), or check table_name, bucket_name, "
+            "region_name and endpoint_url"
+        )
+        if detail:
+            message += f" (AWS: {detail})"
+        return cls(message, code=code, operation=operation, resource=resource, name=name)
 
 
 class AccessDeniedError(StorageError):

@@ -18,6 +18,8 @@ __all__ = [
     "RawEvent",
     "Snapshot",
     "SweepReport",
+    "VerifyProblem",
+    "VerifyReport",
 ]
 
 
@@ -139,3 +141,41 @@ class SweepReport(msgspec.Struct, frozen=True, kw_only=True):
     uploads_aborted: int
     #: Objects under a legacy key (naming no table) left alone: ``legacy_keys=False``.
     legacy_objects_kept: int = 0
+
+
+class VerifyProblem(msgspec.Struct, frozen=True):
+    """One thing :meth:`EventStore.verify` found wrong.
+
+    ``kind`` is one of ``gap``, ``head``, ``snapshot``, ``marker``, ``feed-gap``,
+    ``feed-entry``, ``object-missing``, ``object-size``, ``object-hash``, ``malformed``,
+    ``not-found``; ``where`` names the place (``order-1@3``, ``feed shard 2 position 7``);
+    ``aggregate_id`` and ``version`` are set when the problem is an aggregate's.
+    """
+
+    kind: str
+    where: str
+    message: str
+    aggregate_id: str | None = None
+    version: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.where}: {self.message}"
+
+
+class VerifyReport(msgspec.Struct, frozen=True, kw_only=True):
+    """What :meth:`EventStore.verify` checked and found.
+
+    ``unreferenced`` lists object keys no change set or snapshot points to (left by a
+    crashed writer or an append in flight; not problems: ``sweep_orphans`` removes the
+    old ones). ``counts`` says how much was checked (``items``, ``aggregates``,
+    ``change_sets``, ``snapshots``, ``feed_entries``, ``objects_checked``).
+    """
+
+    problems: tuple[VerifyProblem, ...]
+    unreferenced: tuple[str, ...]
+    counts: dict[str, int]
+
+    @property
+    def ok(self) -> bool:
+        """No problem found."""
+        return not self.problems

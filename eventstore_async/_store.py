@@ -43,9 +43,12 @@ from ._models import (
     ChangeSet,
     Snapshot,
     SweepReport,
+    VerifyReport,
 )
 from ._offload.payload import Offloader, PayloadReader
 from ._offload.sweep import SweepScope, sweep_orphans
+from ._ops.verify import Progress
+from ._ops.verify import verify as verify_table
 from ._read.decode import ChangeSetDecoder, to_head
 from ._read.load import load_from_snapshot, load_history, read_change_sets
 from ._records import ViewRecord, view_partition
@@ -104,6 +107,8 @@ class EventStore:
     Args:
         config: where the data lives and how to reach it.
         types: msgspec Struct event types to decode back to (see :meth:`register`).
+        verify_on_open: :meth:`ping` when opening, so a wrong endpoint, region, table
+            or bucket fails at start-up (``__aenter__`` raises what ``ping`` raises).
     """
 
     def __init__(
@@ -111,9 +116,11 @@ class EventStore:
         config: StoreConfig,
         *,
         types: Iterable[type[msgspec.Struct]] = (),
+        verify_on_open: bool = False,
         _backend: Backend | None = None,
     ) -> None:
         self._config = config
+        self._verify_on_open = bool(verify_on_open)
         self._codec = EventCodec(*types)
         self._backend: Backend = _backend or DynamoDBBackend(config)
         self._appender = Appender(self._backend, config)
@@ -181,6 +188,12 @@ class EventStore:
         await self._backend.open()
         self._wire_payloads()
         self._state = _State.OPEN
+        if self._verify_on_open:
+            try:
+                await self.ping()
+            except BaseException:
+                await self.aclose()
+                raise
         return self
 
     async def __aexit__(
@@ -227,6 +240,19 @@ class EventStore:
         """
         self._require_open()
         await self._backend.create_schema()
+
+    @_operation
+    async def ping(self) -> None:
+        """Check the connection and the schema: the table exists, is active and has the
+        store's keys, and the bucket (when configured) exists. Two requests.
+
+        Raises:
+            SchemaMissingError: the table or bucket is missing (``resource``, ``name``).
+            StorageUnavailableError: the endpoint does not answer (after the retries).
+            AccessDeniedError: the credentials are refused.
+            StorageError: the table has another key schema (``code`` ``SchemaMismatch``).
+        """
+        await self._backend.ping()
 
     @_operation
     async def drop_schema(self) -> None:
@@ -344,6 +370,27 @@ class EventStore:
         config = self._config
         scope = SweepScope(config.key_prefix, config.table_name, legacy_keys)
         return await sweep_orphans(self._backend, objects, scope, older_than)
+
+    @_operation
+    async def verify(
+        self, aggregate_ids: Iterable[str] = (), *, progress: Progress | None = None
+    ) -> VerifyReport:
+        """Check the table's integrity (or only some aggregates'): gapless versions, heads
+        agreeing with their last change sets, every S3 object present with its size and
+        SHA-256, the feed dense and naming stored change sets, snapshots at stored
+        versions; objects nothing references are listed. Reads every item (one Scan)
+        and every object: an operator's tool, not for a request path.
+
+        ``progress(phase, advance, total)`` is called as items and objects are checked.
+
+        Raises:
+            InvalidInputError: a bad aggregate id.
+            StorageError: a request failed.
+        """
+        self._require_open()
+        ids = check_aggregate_ids(aggregate_ids) if aggregate_ids else []
+        prefix = f"{self._config.key_prefix}{self._config.table_name}/"  # this table's keys
+        return await verify_table(self._backend, self._backend.objects, prefix, ids, progress)
 
     # -- reads --------------------------------------------------------------------------
 

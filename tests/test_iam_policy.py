@@ -94,8 +94,11 @@ TRANSACTION_ACTIONS = {
     "Delete": "dynamodb:DeleteItem",
     "ConditionCheck": "dynamodb:ConditionCheckItem",
 }
-#: Operations of create_schema / drop_schema: the admin policy's, never the runtime's.
+#: Operations of create_schema / drop_schema and of the operator's checks (``ping``:
+#: DescribeTable, HeadBucket; ``verify``: Scan): the admin policy's, never the runtime's.
 SCHEMA_OPERATIONS = {
+    ("dynamodb", "scan"),
+    ("s3", "head_bucket"),
     ("dynamodb", "create_table"),
     ("dynamodb", "describe_table"),
     ("dynamodb", "delete_table"),
@@ -297,7 +300,7 @@ def test_the_check_fails_when_the_code_calls_an_action_the_policy_lacks() -> Non
     """Self-test on synthetic code: a new call the policies do not grant is caught."""
     source = (
         "async def sneaky(self):\n"
-        "    await self._dynamodb.scan(TableName='t')\n"
+        "    await self._dynamodb.batch_write_item(RequestItems={})\n"
         "    await self._s3.get_object(Bucket='b', Key='k')\n"
         "    await clients.s3.select_object_content(Bucket='b')\n"
         "    items = [{'ConditionCheck': {'Key': {}}}]\n"
@@ -305,7 +308,7 @@ def test_the_check_fails_when_the_code_calls_an_action_the_policy_lacks() -> Non
     )
     calls = client_calls(source)
     assert calls == {
-        ("dynamodb", "scan"),
+        ("dynamodb", "batch_write_item"),
         ("s3", "get_object"),
         ("s3", "select_object_content"),
         ("dynamodb", "transact_write_items"),
@@ -313,7 +316,7 @@ def test_the_check_fails_when_the_code_calls_an_action_the_policy_lacks() -> Non
     assert unmapped(calls) == {("s3", "select_object_content")}
     needed = required_actions(calls - unmapped(calls), transaction_kinds(source))
     missing = missing_actions(needed, load_policy(RUNTIME_POLICY), load_policy(ADMIN_POLICY))
-    assert missing == {"dynamodb:Scan", "dynamodb:ConditionCheckItem"}
+    assert missing == {"dynamodb:BatchWriteItem", "dynamodb:ConditionCheckItem"}
 
 
 # -- CloudFormation -----------------------------------------------------------------------

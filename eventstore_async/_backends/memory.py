@@ -53,7 +53,7 @@ from .._records import (
     view_partition,
 )
 from .aws.items import change_set_item_size, companion_items_size
-from .protocol import ObjectInfo, Page, UploadInfo
+from .protocol import ObjectInfo, Page, ScanPage, UploadInfo
 
 __all__ = ["MemoryBackend"]
 
@@ -96,11 +96,15 @@ class MemoryBackend:
         await anyio.lowlevel.checkpoint()
         self._partitions = None
 
+    async def ping(self) -> None:
+        await anyio.lowlevel.checkpoint()
+        _ = self._table
+
     @property
     def _table(self) -> dict[str, dict[SortKey, Record]]:
         if self._partitions is None:
-            raise SchemaMissingError(
-                "the in-memory table was dropped", code="ResourceNotFoundException", operation=""
+            raise SchemaMissingError.of(
+                "table", "in-memory", code="ResourceNotFoundException", operation=""
             )
         return self._partitions
 
@@ -155,6 +159,12 @@ class MemoryBackend:
             for record in self._table.get(aggregate_id, {}).values()
             if isinstance(record, ChangeSetRecord | SnapshotRecord) and record.pointer is not None
         }
+
+    async def scan(self) -> AsyncGenerator[ScanPage, None]:
+        records: ScanPage = [r for part in self._table.values() for r in part.values()]
+        for start in range(0, len(records), self._page_size):
+            await anyio.lowlevel.checkpoint()
+            yield records[start : start + self._page_size]
 
     async def query(
         self,

@@ -10,7 +10,15 @@ from typing import Protocol
 
 from .._records import ChangeSetRecord, CommitPlan, HeadRecord, Record, SnapshotRecord, SortKey
 
-__all__ = ["Backend", "ObjectInfo", "ObjectStore", "Page", "UploadInfo"]
+__all__ = [
+    "Backend",
+    "MalformedItem",
+    "ObjectInfo",
+    "ObjectStore",
+    "Page",
+    "ScanPage",
+    "UploadInfo",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,18 @@ class ObjectStore(Protocol):
 Page = list[HeadRecord | ChangeSetRecord | SnapshotRecord]
 
 
+@dataclass(frozen=True, slots=True)
+class MalformedItem:
+    """An item of the table that does not parse as any record (seen by ``scan``)."""
+
+    partition: str
+    sort_key: str
+    problem: str
+
+
+ScanPage = list[Record | MalformedItem]
+
+
 class Backend(Protocol):
     @property
     def objects(self) -> ObjectStore | None:
@@ -90,6 +110,14 @@ class Backend(Protocol):
         head, a commit marker and, with the ``feed`` on, its entry and counter), which
         count against the 4 MB transaction limit."""
         ...
+
+    async def ping(self) -> None:
+        """Check that the endpoint answers and the table (and bucket) exist.
+
+        Raises:
+            SchemaMissingError: the table or bucket is missing.
+            StorageError: anything else (unreachable, refused credentials...).
+        """
 
     async def drop_schema(self) -> None:
         """Delete the table and bucket with everything in them."""
@@ -119,6 +147,10 @@ class Backend(Protocol):
 
     async def referenced_objects(self, aggregate_id: str) -> set[str]:
         """Object keys the aggregate's change sets point to."""
+
+    def scan(self) -> AsyncGenerator[ScanPage, None]:
+        """Every item of the table, page by page (consistent; for operators' checks)."""
+        ...
 
     def query(
         self,

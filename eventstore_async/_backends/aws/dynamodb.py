@@ -12,6 +12,7 @@ from botocore.exceptions import ClientError
 
 from ..._config import StoreConfig
 from ..._errors import (
+    IntegrityError,
     SchemaMissingError,
     StorageError,
     StorageUnavailableError,
@@ -27,7 +28,7 @@ from ..._records import (
     SnapshotRecord,
     SortKey,
 )
-from ..protocol import Page
+from ..protocol import MalformedItem, Page, ScanPage
 from .errors import error_code, translate_errors
 from .item_reader import QueryPage, query_page, read_query_page
 from .items import (
@@ -130,7 +131,7 @@ class DynamoDBBackend:
 
     async def _create_table(self) -> None:
         try:
-            with translate_errors("CreateTable"):
+            with translate_errors("CreateTable", table=self._table):
                 await self._dynamodb.create_table(
                     TableName=self._table, BillingMode="PAY_PER_REQUEST", **TABLE_KEYS
                 )
@@ -142,7 +143,7 @@ class DynamoDBBackend:
         delay = 0.05
         with anyio.fail_after(_TABLE_READY_TIMEOUT):
             while True:
-                with translate_errors("DescribeTable"):
+                with translate_errors("DescribeTable", table=self._table):
                     described = await self._dynamodb.describe_table(TableName=self._table)
                 if described["Table"]["TableStatus"] == "ACTIVE":
                     return
@@ -154,19 +155,37 @@ class DynamoDBBackend:
         if self._config.region_name != "us-east-1":
             params["CreateBucketConfiguration"] = {"LocationConstraint": self._config.region_name}
         try:
-            with translate_errors("CreateBucket"):
+            with translate_errors("CreateBucket", bucket=bucket):
                 await self._s3.create_bucket(**params)
         except StorageError as exc:
             if exc.code != "BucketAlreadyOwnedByYou":
                 raise
-        with translate_errors("PutBucketLifecycleConfiguration"):
+        with translate_errors("PutBucketLifecycleConfiguration", bucket=bucket):
             await self._s3.put_bucket_lifecycle_configuration(
                 Bucket=bucket, LifecycleConfiguration=_lifecycle(self._config.key_prefix)
             )
 
+    async def ping(self) -> None:
+        """DescribeTable (active, with the store's keys) and HeadBucket, when configured."""
+        with translate_errors("DescribeTable", table=self._table):
+            table = (await self._dynamodb.describe_table(TableName=self._table))["Table"]
+        _check_table(table)
+        bucket = self._config.bucket_name
+        if bucket is None:
+            return
+        try:
+            with translate_errors("HeadBucket", bucket=bucket):
+                await self._s3.head_bucket(Bucket=bucket)
+        except StorageError as exc:
+            if exc.code in {"404", "NotFound", "NoSuchBucket"}:  # HEAD answers carry no body
+                raise SchemaMissingError.of(
+                    "bucket", bucket, code=exc.code, operation="HeadBucket"
+                ) from exc
+            raise
+
     async def drop_schema(self) -> None:
         try:
-            with translate_errors("DeleteTable"):
+            with translate_errors("DeleteTable", table=self._table):
                 await self._dynamodb.delete_table(TableName=self._table)
         except SchemaMissingError:
             pass
@@ -176,26 +195,26 @@ class DynamoDBBackend:
     async def _drop_bucket(self, bucket: str) -> None:
         try:
             await self._empty_bucket(bucket)
-            with translate_errors("DeleteBucket"):
+            with translate_errors("DeleteBucket", bucket=bucket):
                 await self._s3.delete_bucket(Bucket=bucket)
         except SchemaMissingError:
             pass
 
     async def _empty_bucket(self, bucket: str) -> None:
-        with translate_errors("ListMultipartUploads"):
+        with translate_errors("ListMultipartUploads", bucket=bucket):
             uploads = await self._s3.list_multipart_uploads(Bucket=bucket)
         for upload in uploads.get("Uploads", []):
-            with translate_errors("AbortMultipartUpload"):
+            with translate_errors("AbortMultipartUpload", bucket=bucket):
                 await self._s3.abort_multipart_upload(
                     Bucket=bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
         params: dict[str, Any] = {"Bucket": bucket}
         while True:
-            with translate_errors("ListObjectsV2"):
+            with translate_errors("ListObjectsV2", bucket=bucket):
                 listed = await self._s3.list_objects_v2(**params)
             objects = [{"Key": entry["Key"]} for entry in listed.get("Contents", [])]
             if objects:
-                with translate_errors("DeleteObjects"):
+                with translate_errors("DeleteObjects", bucket=bucket):
                     await self._s3.delete_objects(
                         Bucket=bucket, Delete={"Objects": objects, "Quiet": True}
                     )
@@ -206,7 +225,7 @@ class DynamoDBBackend:
     # -- writes -------------------------------------------------------------------------
 
     async def commit(self, plan: CommitPlan) -> None:
-        with translate_errors("TransactWriteItems"):
+        with translate_errors("TransactWriteItems", table=self._table):
             try:
                 await self._dynamodb.transact_write_items(
                     TransactItems=transact_items(plan, self._table),
@@ -235,7 +254,7 @@ class DynamoDBBackend:
         items: list[dict[str, Any]] = []
         request = {self._table: {"Keys": keys, "ConsistentRead": True}}
         for attempt in range(_UNPROCESSED_ATTEMPTS):
-            with translate_errors("BatchGetItem"):
+            with translate_errors("BatchGetItem", table=self._table):
                 response = await self._dynamodb.batch_get_item(RequestItems=request)
             items += response.get("Responses", {}).get(self._table, [])
             request = response.get("UnprocessedKeys") or {}
@@ -249,7 +268,7 @@ class DynamoDBBackend:
         )
 
     async def scan_partition(self, partition: str, low: SortKey, limit: int) -> list[Record]:
-        with translate_errors("Query"):
+        with translate_errors("Query", table=self._table):
             response = await self._dynamodb.query(
                 TableName=self._table,
                 KeyConditionExpression="pk = :pk AND sk >= :low",
@@ -268,7 +287,7 @@ class DynamoDBBackend:
         return record if isinstance(record, ChangeSetRecord) else None
 
     async def _get_item(self, item_key: dict[str, Any]) -> Any:
-        with translate_errors("GetItem"):
+        with translate_errors("GetItem", table=self._table):
             response = await self._dynamodb.get_item(
                 TableName=self._table, Key=item_key, ConsistentRead=True
             )
@@ -286,11 +305,21 @@ class DynamoDBBackend:
         }
         keys: set[str] = set()
         while True:
-            with translate_errors("Query"):
+            with translate_errors("Query", table=self._table):
                 response = await self._dynamodb.query(**params)
             keys.update(item["s3_key"]["S"] for item in response.get("Items", []))
             if not response.get("LastEvaluatedKey"):
                 return keys
+            params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
+
+    async def scan(self) -> AsyncGenerator[ScanPage, None]:
+        params: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        while True:
+            with translate_errors("Scan", table=self._table):
+                response = await self._dynamodb.scan(**params)
+            yield [_scanned(item) for item in response.get("Items", [])]
+            if not response.get("LastEvaluatedKey"):
+                return
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     async def query(
@@ -303,7 +332,7 @@ class DynamoDBBackend:
     ) -> AsyncGenerator[Page, None]:
         params = self._query_params(aggregate_id, low, high, with_snapshots)
         while True:
-            with translate_errors("Query"):
+            with translate_errors("Query", table=self._table):
                 page = await self._query_page(params)
             yield [r for r in page.records if isinstance(r, _PAGE_RECORDS)]
             if page.last_key is None:
@@ -342,6 +371,14 @@ class DynamoDBBackend:
 _PAGE_RECORDS = (HeadRecord, ChangeSetRecord, SnapshotRecord)
 
 
+def _scanned(item: dict[str, Any]) -> Record | MalformedItem:
+    try:
+        return record_from_item(item)
+    except IntegrityError as exc:
+        partition = str(item.get("pk", {}).get("S", "?"))
+        return MalformedItem(partition, str(item.get("sk", {}).get("N", "?")), str(exc))
+
+
 def _rejection(exc: ClientError) -> CommitRejected:
     """Line the cancellation reasons up with the plan's writes."""
     reasons: list[Rejection | None] = []
@@ -353,6 +390,26 @@ def _rejection(exc: ClientError) -> CommitRejected:
         item = reason.get("Item")
         reasons.append(Rejection(code=code, old=record_from_item(item) if item else None))
     return CommitRejected(reasons)
+
+
+def _check_table(table: dict[str, Any]) -> None:
+    """A table that is not active, or keyed otherwise than the store's, is refused."""
+    name = table.get("TableName")
+    keys = sorted((k["AttributeName"], k["KeyType"]) for k in table.get("KeySchema", []))
+    wanted = sorted((k["AttributeName"], k["KeyType"]) for k in TABLE_KEYS["KeySchema"])
+    if keys != wanted:
+        raise StorageError(
+            f"table {name!r} has the key schema {keys}, not the event store's {wanted}",
+            code="SchemaMismatch",
+            operation="DescribeTable",
+        )
+    status = table.get("TableStatus")
+    if status != "ACTIVE":
+        raise StorageUnavailableError(
+            f"table {name!r} is {status}, not ACTIVE",
+            code="TableNotActive",
+            operation="DescribeTable",
+        )
 
 
 def _lifecycle(prefix: str) -> dict[str, Any]:

@@ -80,19 +80,35 @@ def error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", "Unknown"))
 
 
-def translate_client_error(exc: ClientError, operation: str) -> StorageError:
+def translate_client_error(
+    exc: ClientError, operation: str, *, table: str | None = None, bucket: str | None = None
+) -> StorageError:
+    """The eventstore error for ``exc``; a missing resource is named (``table`` for
+    DynamoDB calls, ``bucket`` for S3 calls) with how to create it."""
     code = error_code(exc)
+    kind = ERROR_CODES.get(code, StorageError)
     message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
-    return ERROR_CODES.get(code, StorageError)(message, code=code, operation=operation)
+    if kind is SchemaMissingError:
+        named = {"code": code, "operation": operation, "detail": message}
+        if code == "NoSuchBucket" or (bucket is not None and table is None):
+            name = bucket or exc.response.get("Error", {}).get("BucketName")
+            return SchemaMissingError.of("bucket", name, **named)
+        return SchemaMissingError.of("table", table, **named)
+    return kind(message, code=code, operation=operation)
 
 
 @contextmanager
-def translate_errors(operation: str) -> Iterator[None]:
-    """Run an AWS call; raise its failure as an :class:`StorageError` subclass."""
+def translate_errors(
+    operation: str, *, table: str | None = None, bucket: str | None = None
+) -> Iterator[None]:
+    """Run an AWS call; raise its failure as an :class:`StorageError` subclass.
+
+    ``table`` or ``bucket`` names what the call addresses, for :class:`SchemaMissingError`.
+    """
     try:
         yield
     except ClientError as exc:
-        raise translate_client_error(exc, operation) from exc
+        raise translate_client_error(exc, operation, table=table, bucket=bucket) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise AccessDeniedError(str(exc), code=type(exc).__name__, operation=operation) from exc
     except SSLError as exc:  # a certificate problem does not go away by retrying

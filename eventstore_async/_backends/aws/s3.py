@@ -30,7 +30,7 @@ class S3Objects:
 
     async def put(self, key: str, body: bytes) -> None:
         try:
-            with translate_errors("PutObject"):
+            with translate_errors("PutObject", bucket=self._bucket):
                 await self._s3.put_object(Bucket=self._bucket, Key=key, Body=body, IfNoneMatch="*")
         except StorageError as exc:
             expected = hashlib.md5(body, usedforsecurity=False).hexdigest()
@@ -38,12 +38,12 @@ class S3Objects:
                 raise
 
     async def start_multipart(self, key: str) -> str:
-        with translate_errors("CreateMultipartUpload"):
+        with translate_errors("CreateMultipartUpload", bucket=self._bucket):
             response = await self._s3.create_multipart_upload(Bucket=self._bucket, Key=key)
         return str(response["UploadId"])
 
     async def upload_part(self, key: str, upload_id: str, number: int, body: bytes) -> str:
-        with translate_errors("UploadPart"):
+        with translate_errors("UploadPart", bucket=self._bucket):
             response = await self._s3.upload_part(
                 Bucket=self._bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=body
             )
@@ -52,7 +52,7 @@ class S3Objects:
     async def complete_multipart(self, key: str, upload_id: str, etags: list[str]) -> None:
         parts = [{"PartNumber": n, "ETag": etag} for n, etag in enumerate(etags, start=1)]
         try:
-            with translate_errors("CompleteMultipartUpload"):
+            with translate_errors("CompleteMultipartUpload", bucket=self._bucket):
                 await self._s3.complete_multipart_upload(
                     Bucket=self._bucket,
                     Key=key,
@@ -71,23 +71,23 @@ class S3Objects:
         if exc.code not in {"PreconditionFailed", "412", "NoSuchUpload"}:
             return False
         try:
-            with translate_errors("HeadObject"):
+            with translate_errors("HeadObject", bucket=self._bucket):
                 head = await self._s3.head_object(Bucket=self._bucket, Key=key)
         except StorageError:
             return False
         return str(head.get("ETag", "")).strip('"') == etag
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
-        with translate_errors("AbortMultipartUpload"):
+        with translate_errors("AbortMultipartUpload", bucket=self._bucket):
             await self._s3.abort_multipart_upload(Bucket=self._bucket, Key=key, UploadId=upload_id)
 
     async def get(self, key: str) -> AsyncGenerator[bytes, None]:
-        with translate_errors("GetObject"):
+        with translate_errors("GetObject", bucket=self._bucket):
             response = await self._s3.get_object(Bucket=self._bucket, Key=key)
         body = response["Body"]
         try:
             while True:
-                with translate_errors("GetObject"):
+                with translate_errors("GetObject", bucket=self._bucket):
                     chunk = await body.read(_READ_CHUNK)
                 if not chunk:
                     return
@@ -96,13 +96,13 @@ class S3Objects:
             body.close()
 
     async def delete(self, key: str) -> None:
-        with translate_errors("DeleteObject"):
+        with translate_errors("DeleteObject", bucket=self._bucket):
             await self._s3.delete_object(Bucket=self._bucket, Key=key)
 
     async def list(self, prefix: str) -> AsyncGenerator[ObjectInfo, None]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
         while True:
-            with translate_errors("ListObjectsV2"):
+            with translate_errors("ListObjectsV2", bucket=self._bucket):
                 listed = await self._s3.list_objects_v2(**params)
             for entry in listed.get("Contents", []):
                 yield ObjectInfo(entry["Key"], int(entry["Size"]), entry["LastModified"])
@@ -113,7 +113,7 @@ class S3Objects:
     async def list_uploads(self, prefix: str) -> AsyncGenerator[UploadInfo, None]:
         params: dict[str, Any] = {"Bucket": self._bucket, "Prefix": prefix}
         while True:
-            with translate_errors("ListMultipartUploads"):
+            with translate_errors("ListMultipartUploads", bucket=self._bucket):
                 listed = await self._s3.list_multipart_uploads(**params)
             for entry in listed.get("Uploads", []):
                 yield UploadInfo(entry["Key"], entry["UploadId"], entry["Initiated"])
