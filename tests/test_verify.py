@@ -47,7 +47,9 @@ async def test_verify_refuses_a_bad_id(store: EventStore) -> None:
 
 
 @pytest.mark.parametrize("backend_name", ["emulator"])
-async def test_every_kind_of_damage_is_reported(make_store: StoreFactory, emulator_url: str) -> None:
+async def test_every_kind_of_damage_is_reported(
+    make_store: StoreFactory, emulator_url: str
+) -> None:
     store = await make_store(**SAMPLE_SETTINGS)
     await write_sample(store)
     damage(store.config, emulator_url)
