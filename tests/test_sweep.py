@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import base64
+import time
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio
@@ -14,6 +15,8 @@ import pytest
 
 from eventstore_async import EventStore
 from eventstore_async._backends.memory import MemoryBackend, MemoryObjects
+from eventstore_async._offload.keys import object_key
+from eventstore_async._offload.sweep import is_older
 from eventstore_async._records import ChangeSetRecord
 
 from .conftest import StoreFactory, remote_config
@@ -141,3 +144,47 @@ async def test_new_object_keys_name_the_table(make_store: StoreFactory) -> None:
     (key,) = await store._backend.referenced_objects(aggregate)  # type: ignore[attr-defined]
     config = store.config
     assert key.startswith(f"{config.key_prefix}{config.table_name}/")
+
+
+async def wait_for_fraction(low: float) -> None:
+    """Until the wall clock's fraction of a second is at least ``low`` (S3 rounds the
+    object's LastModified down to the second: this makes the rounding as large as it is
+    in the worst case an append can meet)."""
+    fraction = time.time() % 1
+    if fraction < low:
+        await anyio.sleep(low - fraction + 0.01)
+
+
+async def test_an_object_younger_than_older_than_is_kept_though_s3_rounds_its_time_down(
+    request: pytest.FixtureRequest, emulator_url: str
+) -> None:
+    config = remote_config("emulator", request, **FAST)
+    async with EventStore(config.replace(connect_timeout=2, read_timeout=10)) as admin:
+        await admin.create_schema()
+        async with EventStore(config) as store:
+            older_than = window(store)
+            key = object_key(config.key_prefix, config.table_name, new_id())
+            s3 = s3_client(emulator_url)
+            for _ in range(3):  # the put must land in the second it started in
+                await wait_for_fraction(0.6)
+                started = time.time()
+                s3.put_object(Bucket=config.bucket_name, Key=key, Body=b"in flight")
+                if int(time.time()) == int(started):
+                    break
+            # Just younger than older_than: as old as an append's object can be when it
+            # commits, by the client's clock; S3's stamp says 0.6 s older than that.
+            await anyio.sleep(started + older_than.total_seconds() - 0.1 - time.time())
+            young = await store.sweep_orphans(older_than=older_than)
+            await anyio.sleep(int(started) + 1 + older_than.total_seconds() + 0.1 - time.time())
+            old = await store.sweep_orphans(older_than=older_than)
+        await admin.drop_schema()
+
+    assert young.objects_deleted == ()
+    assert old.objects_deleted == (key,)
+
+
+def test_a_stamp_is_old_only_a_whole_second_before_the_cutoff() -> None:
+    cutoff = datetime(2026, 1, 1, 12, 0, 10, tzinfo=UTC)
+    assert is_older(cutoff - timedelta(seconds=1), cutoff)
+    assert not is_older(cutoff - timedelta(seconds=1) + timedelta(microseconds=1), cutoff)
+    assert not is_older(cutoff, cutoff)

@@ -399,4 +399,5 @@ class MemoryObjects:
 
 
 def _now() -> datetime:
-    return datetime.now(UTC)
+    """As S3 stamps objects and uploads: to the second, rounded down."""
+    return datetime.now(UTC).replace(microsecond=0)

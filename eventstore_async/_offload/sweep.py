@@ -8,6 +8,11 @@ share a bucket, see ``keys``); legacy keys, which name no table, only when the
 caller says the prefix is this table's alone. Each candidate's aggregate is then read
 (one Query per aggregate, pointer attributes only) and unreferenced objects are
 deleted. Multipart uploads of this table started before the cut-off are aborted too.
+
+S3 reports ``LastModified`` (and an upload's ``Initiated``) rounded down to the second,
+so a stamp may be up to a second earlier than the write: a stamp counts as old only
+when it is a whole second before the cut-off, and an object is never judged older
+than it is.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ from .._models import SweepReport
 from .keys import KeyOwner, owner_of_key
 from .upload import abort_quietly
 
-__all__ = ["SweepScope", "sweep_orphans"]
+__all__ = ["STAMP_RESOLUTION", "SweepScope", "is_older", "sweep_orphans"]
+
+
+#: How much earlier than the write S3's stamps may be (they are whole seconds).
+STAMP_RESOLUTION = timedelta(seconds=1)
+
+
+def is_older(stamp: datetime, cutoff: datetime) -> bool:
+    """Whether an object stamped ``stamp`` was surely written before ``cutoff``."""
+    return stamp + STAMP_RESOLUTION <= cutoff
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +90,7 @@ async def _old_objects(
         owner = scope.owner(info.key)
         if owner is not None and owner.legacy and not scope.legacy_keys:
             listing.legacy_kept += 1
-        elif info.last_modified < cutoff and scope.may_delete(owner):
+        elif is_older(info.last_modified, cutoff) and scope.may_delete(owner):
             assert owner is not None
             candidates.setdefault(owner.aggregate_id, []).append(info.key)
     return candidates
@@ -86,7 +100,7 @@ async def _abort_old_uploads(objects: ObjectStore, scope: SweepScope, cutoff: da
     old = [
         upload
         async for upload in objects.list_uploads(scope.prefix)
-        if upload.initiated < cutoff and scope.may_delete(scope.owner(upload.key))
+        if is_older(upload.initiated, cutoff) and scope.may_delete(scope.owner(upload.key))
     ]
     for upload in old:
         await abort_quietly(objects, upload.key, upload.upload_id)
