@@ -52,6 +52,7 @@ from ._ops.verify import verify as verify_table
 from ._read.decode import ChangeSetDecoder, to_head
 from ._read.load import load_from_snapshot, load_history, read_change_sets
 from ._records import ViewRecord, view_partition
+from ._retry import ConflictBackoff
 from ._timeutil import from_us
 from ._validation import (
     check_aggregate_id,
@@ -62,7 +63,7 @@ from ._validation import (
     check_version,
     check_version_range,
 )
-from ._write.append import Appender, ConflictBackoff
+from ._write.append import Appender
 from ._write.batch import check_append, check_batch
 from ._write.snapshots import SnapshotWriter, check_keep, check_schema
 from ._write.writer import ChangeSetWriter

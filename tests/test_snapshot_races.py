@@ -16,6 +16,7 @@ from eventstore_async import (
     EventStore,
     IntegrityError,
     SnapshotOutcomeUnknownError,
+    StorageError,
     StorageUnavailableError,
 )
 from eventstore_async._read.load import SNAPSHOT_READS
@@ -353,3 +354,56 @@ async def test_a_save_cancelled_between_attempts_deletes_its_object(
         group.cancel_scope.cancel()
 
     assert await bucket_keys(store) == kept
+
+
+# -- refusals sorted by code, as for appends and checkpoints --------------------------------
+
+
+def refused_with(code: str, times: int, inner: Any) -> tuple[Callable[..., Any], list[str]]:
+    """A commit refused ``times`` with ``code`` on the head's list, then sent to ``inner``."""
+    sent: list[str] = []
+
+    async def commit(plan: CommitPlan) -> None:
+        sent.append(code if len(sent) < times else "sent")
+        if sent[-1] != "sent":
+            reasons: list[Rejection | None] = [Rejection(code=code, old=None)]
+            raise CommitRejected(reasons + [None] * (len(plan.writes) - 1))
+        await inner.commit(plan)
+
+    return commit, sent
+
+
+async def test_a_refusal_no_retry_mends_is_raised_at_once_and_deletes_the_object(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    commit, sent = refused_with("ValidationError", 1, store._backend)
+
+    async with hooked(store, commit=commit) as saver:
+        with pytest.raises(StorageError) as refused:
+            await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert not isinstance(refused.value, StorageUnavailableError)  # not "retry later"
+    assert refused.value.code == "ValidationError"
+    assert sent == ["ValidationError"]  # sent once: retrying cannot mend it
+    assert await bucket_keys(store) == set()
+    assert (await store._backend.get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("code", ["ConditionalCheckFailed", "TransactionConflict"])
+async def test_a_moved_snap_seq_or_a_busy_item_is_retried_on_a_fresh_head(
+    make_store: StoreFactory, code: str
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD, backoff_base=0.001)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    commit, sent = refused_with(code, 2, store._backend)
+
+    async with hooked(store, commit=commit) as saver:
+        saved = await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert saved is not None and sent == [code, code, "sent"]
+    history = await store.load(aggregate, snapshot_schema="default")
+    assert history.snapshot is not None and history.snapshot.state == state(2)

@@ -23,7 +23,7 @@ from eventstore_async import (
     StorageUnavailableError,
     StoreConfig,
 )
-from eventstore_async._feed.subscription import ConflictBackoff, Subscription
+from eventstore_async._feed.subscription import Subscription
 from eventstore_async._records import (
     CheckpointRecord,
     CheckpointWrite,
@@ -33,6 +33,7 @@ from eventstore_async._records import (
     Rejection,
     checkpoint_partition,
 )
+from eventstore_async._retry import ConflictBackoff
 from tests.chaos.proxy import FaultProxy, ProxyRequest
 
 from .conftest import StoreFactory

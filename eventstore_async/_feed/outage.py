@@ -15,7 +15,7 @@ from typing import TypeVar
 import anyio
 
 from .._errors import StorageUnavailableError
-from .._write.append import full_jitter
+from .._retry import full_jitter
 
 __all__ = ["OutageBackoff", "hold_on"]
 

@@ -52,7 +52,6 @@ from .._errors import (
 from .._models import ChangeSet
 from .._read.decode import ChangeSetDecoder
 from .._records import (
-    TRANSIENT_CODES,
     ChangeSetRecord,
     CheckpointRecord,
     CheckpointWrite,
@@ -68,8 +67,8 @@ from .._records import (
     checkpoint_partition,
     feed_partition,
 )
+from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
 from .._timeutil import now_us
-from .._write.append import ConflictBackoff
 from .outage import OutageBackoff, hold_on
 from .views import check_documents, check_view_name
 
@@ -405,21 +404,8 @@ class Subscription:
             StorageUnavailableError: still cancelled after the configured retries.
             StorageError: cancelled for a reason no retry mends.
         """
-        backoff = self._settings.backoff
-        codes: set[str] = set()
-        for attempt in range(backoff.retries + 1):
-            if attempt:
-                await anyio.sleep(backoff.seconds(attempt - 1))
-            try:
-                await self._commit(writes_at(now_us()))
-                return
-            except CommitRejected as rejected:
-                if _lease_refused(rejected):
-                    raise
-                if not _transient(rejected):
-                    raise _cancelled(self.name, rejected) from None
-                codes = rejected.codes()
-        raise _still_cancelled(self.name, backoff.retries + 1, codes)
+        attempts = _CheckpointAttempts(self, writes_at)
+        await commit_with_retries(attempts, self._settings.backoff)
 
     async def _commit(self, writes: list[Write]) -> None:
         token = uuid.uuid4().hex
@@ -494,39 +480,37 @@ class Subscription:
         return len(entries)
 
 
-def _lease_refused(rejected: CommitRejected) -> bool:
-    """The checkpoint item's condition failed (its write always comes first)."""
-    first = rejected.reasons[0] if rejected.reasons else None
-    return first is not None and first.code == "ConditionalCheckFailed"
+class _CheckpointAttempts:
+    """The attempts of one write led by the checkpoint item, for
+    :func:`commit_with_retries`: a busy refusal is retried, a failed condition (only
+    the checkpoint item has one) is the lease's loss, raised as the refusal."""
 
+    def __init__(self, subscription: Subscription, writes_at: Callable[[int], list[Write]]) -> None:
+        self._subscription = subscription
+        self._writes_at = writes_at
 
-def _transient(rejected: CommitRejected) -> bool:
-    codes = rejected.codes()
-    return bool(codes) and codes <= TRANSIENT_CODES
+    @property
+    def subject(self) -> str:
+        return f"subscription {self._subscription.name!r}: checkpoint"
+
+    async def send(self) -> None:
+        await self._subscription._commit(self._writes_at(now_us()))
+
+    async def refused(
+        self, rejected: CommitRejected, refusal: Refusal, *, last: bool
+    ) -> Retry | Done[None]:
+        if refusal is Refusal.CONDITION:
+            raise rejected
+        return Retry.BACKOFF
+
+    def retrying(self, how: Retry) -> None:
+        """No counters for checkpoints."""
 
 
 def _holder(rejected: CommitRejected) -> CheckpointRecord | None:
     """The checkpoint that stood in the way of taking the lease, if it was reported."""
     first = rejected.reasons[0] if rejected.reasons else None
     return first.old if first is not None and isinstance(first.old, CheckpointRecord) else None
-
-
-def _cancelled(name: str, rejected: CommitRejected) -> StorageError:
-    return StorageError(
-        f"subscription {name!r}: checkpoint transaction cancelled",
-        code=",".join(sorted(rejected.codes())) or "TransactionCanceledException",
-        operation="TransactWriteItems",
-    )
-
-
-def _still_cancelled(name: str, attempts: int, codes: set[str]) -> StorageUnavailableError:
-    return StorageUnavailableError(
-        f"subscription {name!r}: the checkpoint transaction was cancelled {attempts} times "
-        "in a row by other transactions on its items or by throttling; nothing was "
-        "written and no lease changed hands: retry",
-        code=",".join(sorted(codes)),
-        operation="TransactWriteItems",
-    )
 
 
 def _change_set(entry: FeedEntryRecord, found: object) -> ChangeSetRecord:

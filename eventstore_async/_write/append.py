@@ -7,7 +7,8 @@ one ``TransactWriteItems``.
   append that already landed returns the stored change sets; a lost race raises
   :class:`ConcurrencyError` (``ANY`` appends try again at the version found).
 - ``TransactionConflict`` (another transaction in flight) is retried with bounded
-  full-jitter backoff.
+  full-jitter backoff. The loop and the sorting of refusals by code are
+  ``_retry.commit_with_retries``, shared with snapshot saves and checkpoints.
 - A transaction whose answer is lost (a transport failure after botocore's retries,
   any other error once it may have gone out, or the deadline) has an unknown outcome:
   every change set it would have written is read back, and only change sets carrying
@@ -22,7 +23,6 @@ one ``TransactWriteItems``.
 from __future__ import annotations
 
 import enum
-import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -40,7 +40,8 @@ from .._errors import (
 )
 from .._feed.positions import FeedPositions
 from .._models import AnyVersion
-from .._records import ChangeSetRecord, CommitRejected
+from .._records import ChangeSetRecord, CommitPlan, CommitRejected, Write
+from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
 from .._timeutil import now_us
 from .plan import (
     AppendRequest,
@@ -59,34 +60,7 @@ __all__ = [
     "AppendProgress",
     "Appender",
     "Committed",
-    "ConflictBackoff",
-    "full_jitter",
 ]
-
-
-def full_jitter(attempt: int, base: float, cap: float) -> float:
-    """Seconds to wait before retry ``attempt`` (0-based): uniform in [0, min(cap, base*2^n)]."""
-    return random.uniform(0.0, min(cap, base * 2**attempt))
-
-
-@dataclass(frozen=True, slots=True)
-class ConflictBackoff:
-    """How a transaction cancelled by another one (or throttled) is retried: at most
-    ``retries`` more attempts, full-jitter waits from ``base`` doubling to ``cap``
-    (StoreConfig's ``conflict_retries``, ``backoff_base``, ``backoff_max``). Appends,
-    snapshot saves and checkpoints share it."""
-
-    retries: int
-    base: float
-    cap: float
-
-    @classmethod
-    def of(cls, config: StoreConfig) -> ConflictBackoff:
-        return cls(config.conflict_retries, config.backoff_base, config.backoff_max)
-
-    def seconds(self, attempt: int) -> float:
-        """Full-jitter wait before retry ``attempt`` (0-based)."""
-        return full_jitter(attempt, self.base, self.cap)
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,49 +151,8 @@ class Appender:
     async def _commit(
         self, requests: list[AppendRequest], versions: list[int], progress: AppendProgress
     ) -> list[Committed]:
-        timestamp_us = now_us()
-        attempt = feed_retries = 0
-        while True:
-            plans = [
-                plan_append(r, v, timestamp_us) for r, v in zip(requests, versions, strict=True)
-            ]
-            feed = await self._feed.writes(requests, versions, timestamp_us)
-            self.counters.attempts += 1
-            progress.sending = (versions, timestamp_us)
-            try:
-                await self._backend.commit(combine(plans, feed))
-                self._feed.committed(feed)
-                self.counters.commits += 1
-                return [Committed(version + 1, timestamp_us, None) for version in versions]
-            except CommitRejected as rejected:
-                progress.sending = None  # refused: this attempt wrote nothing
-                outcomes = explain_each(rejected, plans, requests)
-                offset = sum(len(plan.writes) for plan in plans)
-                feed_behind = self._feed.correct(rejected, feed, offset)
-            except StorageUnavailableError as exc:
-                return await self._settle_unknown(requests, progress, exc)
-            except StorageError:
-                progress.sending = None  # AWS answered with a refusal: nothing was written
-                raise
-            except Exception as exc:  # the request may have gone out: as if its answer was lost
-                return await self._settle_unknown(requests, progress, exc)
-            if any(isinstance(outcome, Landed) for outcome in outcomes):
-                progress.landed = True
-                return await self._landed(requests, outcomes)
-            last = attempt == self._backoff.retries
-            _raise_if_final(requests, outcomes, versions, last_attempt=last)
-            if feed_behind and not any(outcomes) and feed_retries < FEED_RETRIES:
-                # Only the shard moved on: retry after a short jitter at the position it reported.
-                feed_retries += 1
-                self.counters.feed_retries += 1
-                await anyio.sleep(self._backoff.seconds(0))
-                continue
-            if last:
-                raise _still_busy(requests, attempt)
-            versions = [_retry_version(o, v) for o, v in zip(outcomes, versions, strict=True)]
-            self.counters.conflict_retries += 1
-            await anyio.sleep(self._backoff.seconds(attempt))
-            attempt += 1
+        attempts = _AppendAttempts(self, requests, versions, progress)
+        return await commit_with_retries(attempts, self._backoff, short_retries=FEED_RETRIES)
 
     async def _start_versions(
         self, requests: list[AppendRequest], expected: Sequence[int | AnyVersion]
@@ -316,6 +249,84 @@ class Appender:
         return _Found.THIS_ATTEMPT, record
 
 
+class _AppendAttempts:
+    """The attempts of one append (or batch) for :func:`commit_with_retries`: one
+    timestamp for all of them; versions (``ANY`` ones) and feed positions as the
+    refusals report them."""
+
+    def __init__(
+        self,
+        appender: Appender,
+        requests: list[AppendRequest],
+        versions: list[int],
+        progress: AppendProgress,
+    ) -> None:
+        self._appender = appender
+        self._requests = requests
+        self._versions = versions
+        self._progress = progress
+        self._timestamp_us = now_us()
+        self._plans: list[CommitPlan] = []
+        self._feed: list[Write] = []
+
+    @property
+    def subject(self) -> str:
+        return f"aggregate {self._requests[0].aggregate_id!r}"
+
+    async def send(self) -> list[Committed]:
+        """One transaction; a lost answer is settled by reading back (``_settle_unknown``)."""
+        appender, requests, versions = self._appender, self._requests, self._versions
+        self._plans = [
+            plan_append(r, v, self._timestamp_us) for r, v in zip(requests, versions, strict=True)
+        ]
+        self._feed = await appender._feed.writes(requests, versions, self._timestamp_us)
+        appender.counters.attempts += 1
+        self._progress.sending = (versions, self._timestamp_us)
+        try:
+            await appender._backend.commit(combine(self._plans, self._feed))
+        except CommitRejected:
+            self._progress.sending = None  # refused: this attempt wrote nothing
+            raise
+        except StorageUnavailableError as exc:
+            return await appender._settle_unknown(requests, self._progress, exc)
+        except StorageError:
+            self._progress.sending = None  # AWS answered with a refusal: nothing was written
+            raise
+        except Exception as exc:  # the request may have gone out: as if its answer was lost
+            return await appender._settle_unknown(requests, self._progress, exc)
+        appender._feed.committed(self._feed)
+        appender.counters.commits += 1
+        return [Committed(version + 1, self._timestamp_us, None) for version in versions]
+
+    async def refused(
+        self, rejected: CommitRejected, refusal: Refusal, *, last: bool
+    ) -> Retry | Done[list[Committed]]:
+        """Explained per append: an earlier landing, a lost race, a feed shard that
+        moved on (retried shortly at the position it reported)."""
+        requests = self._requests
+        outcomes = explain_each(rejected, self._plans, requests)
+        offset = sum(len(plan.writes) for plan in self._plans)
+        feed_behind = self._appender._feed.correct(rejected, self._feed, offset)
+        if any(isinstance(outcome, Landed) for outcome in outcomes):
+            self._progress.landed = True
+            return Done(await self._appender._landed(requests, outcomes))
+        _raise_if_final(requests, outcomes, self._versions, last_attempt=last)
+        if feed_behind and not any(outcomes):
+            return Retry.SHORTLY
+        if not last:
+            self._versions = [
+                _retry_version(o, v) for o, v in zip(outcomes, self._versions, strict=True)
+            ]
+        return Retry.BACKOFF
+
+    def retrying(self, how: Retry) -> None:
+        counters = self._appender.counters
+        if how is Retry.SHORTLY:
+            counters.feed_retries += 1
+        else:
+            counters.conflict_retries += 1
+
+
 class _Found(enum.Enum):
     """What a read-back found at the version an attempt wrote."""
 
@@ -352,15 +363,6 @@ def _outcome_unknown(
 
 #: Attempts after a stale feed position (each refusal reports the current one).
 FEED_RETRIES = 64
-
-
-def _still_busy(requests: list[AppendRequest], attempt: int) -> StorageUnavailableError:
-    return StorageUnavailableError(
-        f"aggregate {requests[0].aggregate_id!r}: transaction still conflicting after "
-        f"{attempt + 1} attempts",
-        code="TransactionConflict",
-        operation="TransactWriteItems",
-    )
 
 
 def _retry_version(outcome: Outcome | None, version: int) -> int:

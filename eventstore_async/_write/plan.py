@@ -15,7 +15,6 @@ from typing import Any
 from .._errors import IntegrityError
 from .._models import ChangeSet
 from .._records import (
-    TRANSIENT_CODES,
     ChangeSetRecord,
     CommitPlan,
     CommitRejected,
@@ -28,6 +27,7 @@ from .._records import (
     Write,
     token_of,
 )
+from .._retry import Refusal, classify, some_transient
 from .._timeutil import from_us
 
 __all__ = [
@@ -191,9 +191,10 @@ def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) 
         for write, reason in zip(plan.writes, rejected.reasons, strict=False)
         if reason is not None and reason.code == "ConditionalCheckFailed"
     ]
-    codes = rejected.codes()
     if not failed:
-        return Busy() if codes and codes <= TRANSIENT_CODES else Refused(tuple(sorted(codes)))
+        if classify(rejected) is Refusal.BUSY:
+            return Busy()
+        return Refused(tuple(sorted(rejected.codes())))
     # The change set's own old item says the most (it needs no read-back): look first.
     for write, reason in sorted(failed, key=lambda pair: isinstance(pair[0], HeadWrite)):
         landed = _landed(write, reason.old, request.commit_id)
@@ -204,7 +205,7 @@ def explain(rejected: CommitRejected, plan: CommitPlan, request: AppendRequest) 
     for write, reason in failed:
         if isinstance(write, HeadWrite):
             return _head_outcome(reason.old, head_write, request)
-    if codes & TRANSIENT_CODES:  # the head's own condition was not evaluated: ask again
+    if some_transient(rejected):  # the head's own condition was not evaluated: ask again
         return Busy()
     raise IntegrityError(
         f"aggregate {request.aggregate_id!r}: change set {head_write.head.version} exists "

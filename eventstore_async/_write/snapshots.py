@@ -57,8 +57,8 @@ from .._records import (
     snapshot_sort_key,
     token_of,
 )
+from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
 from .._timeutil import now_us
-from .append import ConflictBackoff
 
 __all__ = [
     "MAX_DELETIONS",
@@ -139,30 +139,8 @@ class SnapshotWriter:
     async def _commit(
         self, head: HeadRecord, record: SnapshotRecord, keep: int, sending: _Sending
     ) -> SnapshotRecord:
-        for attempt in range(self._backoff.retries + 1):
-            retention = _retention(head, record.schema, record.version, keep)
-            if retention is None:
-                raise _Superseded
-            stale = await self._objects_of(record, _removed(head, record, retention))
-            sending.in_flight = True
-            try:
-                await self._backend.commit(_plan(head, record, retention))
-            except CommitRejected:
-                sending.in_flight = False  # refused: this attempt wrote nothing
-                await anyio.sleep(self._backoff.seconds(attempt))
-                head = await self._head(record.aggregate_id, record.version)
-                continue
-            except StorageUnavailableError as exc:
-                await self._settle(record, exc)
-            for key in stale:
-                await self._offloader.discard(key)
-            return record
-        raise StorageUnavailableError(
-            f"aggregate {record.aggregate_id!r}: snapshot still conflicting after "
-            f"{self._backoff.retries + 1} attempts",
-            code="TransactionConflict",
-            operation="TransactWriteItems",
-        )
+        attempts = _SaveAttempts(self, head, record, keep, sending)
+        return await commit_with_retries(attempts, self._backoff)
 
     async def _settle(self, record: SnapshotRecord, exc: StorageUnavailableError) -> None:
         """The transaction failed in transport: return if the snapshot is stored (it
@@ -212,6 +190,61 @@ class SnapshotWriter:
         """Delete the new state's object: only once no snapshot can point to it."""
         if record.pointer is not None:
             await self._offloader.discard(record.pointer.key)
+
+
+class _SaveAttempts:
+    """The attempts of one save for :func:`commit_with_retries`. A busy refusal and a
+    failed condition (another save moved ``snap_seq``) are both retried on a fresh
+    read of the head; a refusal for any other reason is final (nothing was written,
+    the caller deletes the new state's object)."""
+
+    def __init__(
+        self,
+        writer: SnapshotWriter,
+        head: HeadRecord,
+        record: SnapshotRecord,
+        keep: int,
+        sending: _Sending,
+    ) -> None:
+        self._writer = writer
+        self._head: HeadRecord | None = head
+        self._record = record
+        self._keep = keep
+        self._sending = sending
+
+    @property
+    def subject(self) -> str:
+        record = self._record
+        return f"aggregate {record.aggregate_id!r}: snapshot at version {record.version}"
+
+    async def send(self) -> SnapshotRecord:
+        writer, record = self._writer, self._record
+        head = self._head or await writer._head(record.aggregate_id, record.version)
+        self._head = head
+        retention = _retention(head, record.schema, record.version, self._keep)
+        if retention is None:
+            raise _Superseded
+        stale = await writer._objects_of(record, _removed(head, record, retention))
+        self._sending.in_flight = True
+        try:
+            await writer._backend.commit(_plan(head, record, retention))
+        except CommitRejected:
+            self._sending.in_flight = False  # refused: this attempt wrote nothing
+            raise
+        except StorageUnavailableError as exc:
+            await writer._settle(record, exc)
+        for key in stale:
+            await writer._offloader.discard(key)
+        return record
+
+    async def refused(
+        self, rejected: CommitRejected, refusal: Refusal, *, last: bool
+    ) -> Retry | Done[SnapshotRecord]:
+        self._head = None  # the next attempt builds on the head as it is then
+        return Retry.BACKOFF
+
+    def retrying(self, how: Retry) -> None:
+        """No counters for saves."""
 
 
 class _Superseded(Exception):
