@@ -19,6 +19,7 @@ from ._errors import (
     CommitOutcomeUnknownError,
     ConcurrencyError,
     EventStoreError,
+    EvolveError,
     IntegrityError,
     InvalidInputError,
     LeaseLostError,
@@ -45,6 +46,7 @@ from ._models import (
     VerifyReport,
 )
 from ._store import EventStore
+from .domain import Decider, Loaded, Outcome, Repository
 
 __version__ = "0.1.0"
 
@@ -62,12 +64,17 @@ __all__ = [
     "ChangeSetTooLargeError",
     "CommitOutcomeUnknownError",
     "ConcurrencyError",
+    "Decider",
     "EventStore",
     "EventStoreError",
+    "EvolveError",
     "IntegrityError",
     "InvalidInputError",
     "LeaseLostError",
+    "Loaded",
+    "Outcome",
     "RawEvent",
+    "Repository",
     "SchemaMissingError",
     "Snapshot",
     "SnapshotOutcomeUnknownError",

@@ -10,6 +10,7 @@ Every failure a caller may want to handle differently has its own class::
     ├── AggregateTypeMismatchError              append() named another type than the stored one
     ├── ChangeSetTooLargeError                  over a DynamoDB item or transaction limit
     ├── IntegrityError                          stored data failed a check (hash, format)
+    ├── EvolveError                             a decider's evolve failed on stored events
     ├── StoreClosedError                        the store is not open
     ├── SubscriptionError
     │   ├── SubscriptionBusyError               another consumer holds the subscription
@@ -36,6 +37,7 @@ __all__ = [
     "CommitOutcomeUnknownError",
     "ConcurrencyError",
     "EventStoreError",
+    "EvolveError",
     "IntegrityError",
     "InvalidInputError",
     "LeaseLostError",
@@ -144,6 +146,22 @@ class ChangeSetTooLargeError(EventStoreError):
 
 class IntegrityError(EventStoreError):
     """Stored data failed a check: unknown payload format, size or hash mismatch."""
+
+
+class EvolveError(EventStoreError):
+    """A decider's ``evolve`` raised while folding a stored change set in.
+
+    ``aggregate_id`` and ``version`` name the change set; the exception ``evolve``
+    raised is ``__cause__``.
+    """
+
+    def __init__(self, aggregate_id: str, version: int, cause: BaseException) -> None:
+        super().__init__(
+            f"aggregate {aggregate_id!r}: evolve failed on version {version}: "
+            f"{type(cause).__name__}: {cause}"
+        )
+        self.aggregate_id = aggregate_id
+        self.version = version
 
 
 class StoreClosedError(EventStoreError, RuntimeError):

@@ -65,8 +65,11 @@ from ._validation import (
 )
 from ._write.append import Appender
 from ._write.batch import check_append, check_batch
+from ._write.markers import landed_version
 from ._write.snapshots import SnapshotWriter, check_keep, check_schema
 from ._write.writer import ChangeSetWriter
+from .domain._commands import Commands, DeciderLike
+from .domain._repository import Outcome, Repository
 
 __all__ = ["EventStore"]
 
@@ -128,6 +131,7 @@ class EventStore:
         self._state = _State.UNOPENED
         self._in_flight = 0
         self._idle = anyio.Event()
+        self._commands = Commands(self)
         self._wire_payloads()
 
     def _wire_payloads(self) -> None:
@@ -334,6 +338,61 @@ class EventStore:
         self._require_open()
         headers = check_batch(self._codec, appends, self._config.feed_shards)
         return await self._writer.commit(headers, [append.events for append in appends])
+
+    @_operation
+    async def _append_commands(self, appends: Sequence[Append], *, marked: bool) -> list[ChangeSet]:
+        """``append_many`` for repositories: with ``marked`` each entry also writes its
+        commit marker, so its commit id lands at most once whatever its version."""
+        self._require_open()
+        headers = check_batch(self._codec, appends, self._config.feed_shards, marked=marked)
+        return await self._writer.commit(headers, [append.events for append in appends])
+
+    @_operation
+    async def _landed_version(self, aggregate_id: str, commit_id: str) -> int | None:
+        """Where a marked commit id landed on the aggregate, or None (one read)."""
+        self._require_open()
+        return await landed_version(self._backend, aggregate_id, commit_id)
+
+    # -- commands (eventstore_async.domain) --------------------------------------------
+
+    def repository(self, decider: DeciderLike) -> Repository[Any]:
+        """The repository of ``decider`` (a :class:`Decider` or an :class:`Aggregate`
+        subclass): ``get`` and ``execute`` commands. The same decider gets the same
+        repository, so its cache lives as long as the store.
+
+        Raises:
+            InvalidInputError: not a Decider or an Aggregate subclass.
+        """
+        return self._commands.repository(decider)
+
+    @_operation
+    async def execute_many(
+        self,
+        decides: Mapping[str, Callable[[Any], Any]],
+        *,
+        deciders: DeciderLike | Mapping[str, DeciderLike],
+        command_id: str | None = None,
+        max_attempts: int = 3,
+    ) -> dict[str, Outcome[Any]]:
+        """One command on several aggregates, all or nothing (one ``append_many``).
+
+        Args:
+            decides: aggregate id -> ``decide(state) -> events`` for that aggregate.
+            deciders: one decider (or Aggregate subclass) for all, or one per id.
+            command_id: stored as the commit id of every change set; lands at most once
+                per aggregate, as in :meth:`Repository.execute`.
+            max_attempts: decides of every aggregate in all; a conflict on any of them
+                reads the newer change sets of those that moved and re-decides all.
+
+        Returns:
+            Each aggregate's outcome (``change_set`` None where its decide returned none).
+
+        Raises:
+            InvalidInputError: a bad argument or bad events (nothing was written).
+            ConcurrencyError: still conflicting after ``max_attempts``.
+            Others: as :meth:`Repository.execute` and :meth:`append_many`.
+        """
+        return await self._commands.execute_many(decides, deciders, command_id, max_attempts)
 
     @_operation
     async def sweep_orphans(

@@ -333,7 +333,7 @@ class _Found(enum.Enum):
     THIS_ATTEMPT = "this attempt's change set (its commit id and timestamp)"
     EARLIER_CALL = "the commit id's change set, written by an earlier call"
     NOT_STORED = "not this commit id, and an explicit-version append stores it nowhere else"
-    UNSETTLED = "the read failed, or an ANY append's commit id may be at another version"
+    UNSETTLED = "the read failed, or a guarded append's commit id may be at another version"
 
 
 def _partly_stored(request: AppendRequest) -> IntegrityError:
@@ -366,7 +366,8 @@ FEED_RETRIES = 64
 
 
 def _retry_version(outcome: Outcome | None, version: int) -> int:
-    """An ANY append that lost a race tries again at the version it found."""
+    """An ANY append that lost a race tries again at the version it found (an append
+    at an explicit version raised before this)."""
     return outcome.actual if isinstance(outcome, Conflict) else version
 
 
@@ -390,7 +391,7 @@ def _raise_if_final(
             raise AggregateTypeMismatchError(
                 request.aggregate_id, outcome.stored_type, request.aggregate_type or ""
             )
-        if isinstance(outcome, Conflict) and (not request.guarded or last_attempt):
+        if isinstance(outcome, Conflict) and (not request.follows_head or last_attempt):
             conflicts.append(ConcurrencyError(request.aggregate_id, version, outcome.actual))
     if conflicts:
         raise ConcurrencyError.of(conflicts)

@@ -7,6 +7,7 @@ bad entry anywhere in a batch is refused with nothing written. What passes is an
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -43,6 +44,7 @@ class AppendHeader:
     commit_id: str
     metadata: dict[str, Any]
     metadata_bytes: bytes | None
+    marked: bool = False  # a command: write the commit marker at an explicit version too
 
     def request(self, encoded: EncodedPayload) -> AppendRequest:
         return AppendRequest(
@@ -55,7 +57,8 @@ class AppendHeader:
             metadata_bytes=self.metadata_bytes,
             aggregate_type=self.aggregate_type,
             commit_id=self.commit_id,
-            guarded=self.expected is ANY,
+            guarded=self.marked or self.expected is ANY,
+            exact=self.expected is not ANY,
         )
 
 
@@ -97,9 +100,12 @@ def check_append(
     )
 
 
-def check_batch(codec: EventCodec, appends: Any, feed_shards: int) -> list[AppendHeader]:
+def check_batch(
+    codec: EventCodec, appends: Any, feed_shards: int, *, marked: bool = False
+) -> list[AppendHeader]:
     """Each entry of ``append_many`` checked as by :func:`check_append` (its argument
-    named ``appends[i].<name>``), then the batch as a whole.
+    named ``appends[i].<name>``), then the batch as a whole. With ``marked`` (the
+    commands of a repository) every entry also writes its commit marker.
 
     Raises:
         InvalidInputError: not a non-empty sequence of Append, a bad entry, an
@@ -125,6 +131,8 @@ def check_batch(codec: EventCodec, appends: Any, feed_shards: int) -> list[Appen
                     append.commit_id,
                 )
             )
+    if marked:
+        headers = [dataclasses.replace(header, marked=True) for header in headers]
     _check_distinct(headers)
     _check_actions(headers, feed_shards)
     return headers
@@ -143,8 +151,9 @@ def _check_distinct(headers: list[AppendHeader]) -> None:
 
 
 def _check_actions(headers: list[AppendHeader], feed_shards: int) -> None:
-    """Two actions per append (head, change set), three with ANY (a commit marker)."""
-    actions = sum(3 if header.expected is ANY else 2 for header in headers)
+    """Two actions per append (head, change set), three with a commit marker (ANY, or
+    marked)."""
+    actions = sum(3 if header.marked or header.expected is ANY else 2 for header in headers)
     feed = ""
     if feed_shards:  # an entry per append and a counter move per shard touched
         shards = {shard_of(header.aggregate_id, feed_shards) for header in headers}

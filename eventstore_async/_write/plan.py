@@ -48,7 +48,9 @@ __all__ = [
 @dataclass(frozen=True, slots=True)
 class AppendRequest:
     """One validated, encoded append. ``guarded``: also write a commit marker, so a
-    retry with the same commit id lands at most once whatever the version (ANY)."""
+    retry with the same commit id lands at most once whatever the version. ``exact``:
+    a guarded append at an explicit version (a command of a repository), whose conflict
+    is final; otherwise a guarded append is an ``ANY`` one, retried at the version found."""
 
     aggregate_id: str
     events: tuple[Any, ...]  # as given; () when they were streamed to S3
@@ -60,6 +62,12 @@ class AppendRequest:
     aggregate_type: str | None
     commit_id: str
     guarded: bool
+    exact: bool = False
+
+    @property
+    def follows_head(self) -> bool:
+        """An ``ANY`` append: a conflict is retried at the version found."""
+        return self.guarded and not self.exact
 
     def change_set(self, version: int, timestamp_us: int) -> ChangeSet:
         """The change set this request stores at ``version``."""

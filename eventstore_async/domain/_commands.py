@@ -1,0 +1,173 @@
+"""Commands of one store: its repositories (one per decider) and their turns, and
+commands that change several aggregates in one transaction (``execute_many``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from .._errors import ConcurrencyError, InvalidInputError
+from .._validation import check_aggregate_id
+from ._decider import Decider
+from ._repository import (
+    AlreadyLanded,
+    Decision,
+    Outcome,
+    Repository,
+    append_commands,
+    check_attempts,
+    check_command_id,
+    check_decide,
+)
+from ._turns import Turns
+
+if TYPE_CHECKING:
+    from .._store import EventStore
+
+__all__ = ["Commands"]
+
+DeciderLike = Decider[Any] | type
+
+
+class Commands:
+    """What ``EventStore.repository`` and ``EventStore.execute_many`` delegate to."""
+
+    def __init__(self, store: EventStore) -> None:
+        self._store = store
+        self._turns = Turns()
+        self._repositories: dict[int, tuple[Decider[Any], Repository[Any]]] = {}
+
+    def repository(self, decider: DeciderLike) -> Repository[Any]:
+        """The repository of ``decider`` (the same one on every call: its cache lives on)."""
+        checked = as_decider(decider, "decider")
+        known = self._repositories.get(id(checked))
+        if known is not None and known[0] is checked:
+            return known[1]
+        self._store.register(*checked.state_types())
+        repository = Repository(self._store, checked, self._turns)
+        self._repositories[id(checked)] = (checked, repository)
+        return repository
+
+    async def execute_many(
+        self,
+        decides: Mapping[str, Callable[[Any], Any]],
+        deciders: DeciderLike | Mapping[str, DeciderLike],
+        command_id: str | None,
+        max_attempts: int,
+    ) -> dict[str, Outcome[Any]]:
+        """See :meth:`EventStore.execute_many`."""
+        repositories = self._check_many(decides, deciders)
+        command_id = check_command_id(command_id)
+        attempts = check_attempts(max_attempts)
+        async with self._turns.hold(repositories):
+            return await _Batch(repositories, decides, command_id).run(self._store, attempts)
+
+    def _check_many(
+        self,
+        decides: Any,
+        deciders: Any,
+    ) -> dict[str, Repository[Any]]:
+        if not isinstance(decides, Mapping) or not decides:
+            raise InvalidInputError(
+                "decides", "must be a non-empty mapping of aggregate id to decide function"
+            )
+        repositories: dict[str, Repository[Any]] = {}
+        for raw_id, decide in decides.items():
+            aggregate_id = check_aggregate_id(raw_id, f"decides[{raw_id!r}]")
+            check_decide(decide, f"decides[{aggregate_id!r}]")
+            if isinstance(deciders, Mapping):
+                if aggregate_id not in deciders:
+                    raise InvalidInputError("deciders", f"has no decider for {aggregate_id!r}")
+                decider = deciders[aggregate_id]
+            else:
+                decider = deciders
+            repositories[aggregate_id] = self.repository(
+                as_decider(decider, f"deciders[{aggregate_id!r}]")
+            )
+        return repositories
+
+
+class _Batch:
+    """One multi-aggregate command: every aggregate decided, then one transaction."""
+
+    def __init__(
+        self,
+        repositories: dict[str, Repository[Any]],
+        decides: Mapping[str, Callable[[Any], Any]],
+        command_id: str | None,
+    ) -> None:
+        self._repositories = repositories
+        self._decides = {check_aggregate_id(key): value for key, value in decides.items()}
+        self._command_id = command_id
+
+    async def run(self, store: EventStore, attempts: int) -> dict[str, Outcome[Any]]:
+        current = {i: await r.current(i) for i, r in self._repositories.items()}
+        for attempt in range(1, attempts + 1):
+            try:
+                decided = {
+                    i: await r.decide(i, self._decides[i], current[i], self._command_id)
+                    for i, r in self._repositories.items()
+                }
+            except AlreadyLanded:
+                return await self._landed(current)
+            current = {i: decision.current for i, decision in decided.items()}
+            appends = [
+                self._repositories[i].append_of(i, d.events, d.current.version, self._command_id)
+                for i, d in decided.items()
+                if d.events
+            ]
+            if not appends:
+                return {
+                    i: await r.nothing_decided(i, current[i], self._command_id)
+                    for i, r in self._repositories.items()
+                }
+            try:
+                stored = await append_commands(store, appends, self._command_id, batch=True)
+            except ConcurrencyError as exc:
+                if attempt == attempts:
+                    raise
+                for conflict in exc.conflicts:
+                    i = conflict.aggregate_id
+                    current[i] = await self._repositories[i].catch_up(i, current[i])
+                continue
+            return await self._outcomes(current, decided, {c.aggregate_id: c for c in stored})
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _outcomes(
+        self,
+        current: dict[str, Any],
+        decided: dict[str, Decision[Any]],
+        stored: dict[str, Any],
+    ) -> dict[str, Outcome[Any]]:
+        outcomes: dict[str, Outcome[Any]] = {}
+        for i, repository in self._repositories.items():
+            if i in stored:
+                outcomes[i] = await repository.committed(i, decided[i], stored[i])
+            else:
+                outcomes[i] = Outcome(
+                    version=current[i].version, state=current[i].state, change_set=None
+                )
+        return outcomes
+
+    async def _landed(self, current: dict[str, Any]) -> dict[str, Outcome[Any]]:
+        """A decide refused but the command had landed: every aggregate's landed outcome
+        (an aggregate it left unchanged: its current state)."""
+        outcomes: dict[str, Outcome[Any]] = {}
+        for i, repository in self._repositories.items():
+            landed = await repository.landed(i, current[i], self._command_id)
+            outcomes[i] = landed or Outcome(
+                version=current[i].version, state=current[i].state, change_set=None
+            )
+        return outcomes
+
+
+def as_decider(value: Any, argument: str) -> Decider[Any]:
+    """A Decider, or the decider of an Aggregate subclass."""
+    if isinstance(value, Decider):
+        return value
+    to_decider = getattr(value, "__decider__", None)
+    if isinstance(value, type) and callable(to_decider):
+        decider = to_decider()
+        if isinstance(decider, Decider):
+            return decider
+    raise InvalidInputError(argument, f"must be a Decider or an Aggregate subclass, not {value!r}")
