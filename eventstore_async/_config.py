@@ -100,7 +100,8 @@ class StoreConfig:
     #: ~86 MB/s of one core); ``None`` stores them as they are.
     compression: str | None = None
     #: Shards of the global feed (0: no feed, appends pay nothing for it). Every store
-    #: writing to a table must use the same value. See the README ("Global feed").
+    #: on a table must use the count recorded in it (refused otherwise). See the README
+    #: ("Global feed").
     feed_shards: int = 0
     #: An append that has not committed after this long stops retrying (see the
     #: README's retry policy). Bounds every retry loop, and with it the sweep's grace.

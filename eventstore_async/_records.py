@@ -27,6 +27,7 @@ __all__ = [
     "FeedAdvance",
     "FeedCounterRecord",
     "FeedEntryRecord",
+    "FeedShapeRecord",
     "HeadRecord",
     "HeadWrite",
     "LeaseWrite",
@@ -34,6 +35,7 @@ __all__ = [
     "ObjectPointer",
     "PutChangeSet",
     "PutFeedEntry",
+    "PutFeedShape",
     "PutMarker",
     "PutSnapshot",
     "PutView",
@@ -45,6 +47,7 @@ __all__ = [
     "checkpoint_partition",
     "feed_partition",
     "marker_sort_key",
+    "schema_partition",
     "snapshot_sort_key",
     "token_of",
     "view_partition",
@@ -125,6 +128,12 @@ class FeedEntryRecord(msgspec.Struct, frozen=True, gc=False):
     event_count: int
 
 
+class FeedShapeRecord(msgspec.Struct, frozen=True, gc=False):
+    """The table's feed: how many shards every store writing to it must use."""
+
+    shards: int
+
+
 class CheckpointRecord(msgspec.Struct, frozen=True, gc=False):
     """A subscription's progress (next position to read per shard) and its lease."""
 
@@ -150,6 +159,7 @@ Record = (
     | SnapshotRecord
     | FeedCounterRecord
     | FeedEntryRecord
+    | FeedShapeRecord
     | CheckpointRecord
     | ViewRecord
 )
@@ -161,6 +171,11 @@ _SYSTEM = "\x1f"
 
 def feed_partition(shard: int) -> str:
     return f"{_SYSTEM}feed/{shard}"
+
+
+def schema_partition() -> str:
+    """Where the table's own settings live (the feed's shape)."""
+    return f"{_SYSTEM}schema"
 
 
 def checkpoint_partition(name: str) -> str:
@@ -262,6 +277,13 @@ class PutFeedEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class PutFeedShape:
+    """Record the table's feed shape; fails if one is recorded (``old`` is it)."""
+
+    record: FeedShapeRecord
+
+
+@dataclass(frozen=True, slots=True)
 class LeaseWrite:
     """Take or renew a subscription's lease: allowed when it is free, expired, or ours.
     Creates the checkpoint (at ``positions``) when there is none."""
@@ -306,6 +328,7 @@ Write = (
     | SnapshotIndexWrite
     | FeedAdvance
     | PutFeedEntry
+    | PutFeedShape
     | LeaseWrite
     | CheckpointWrite
     | PutView

@@ -33,6 +33,7 @@ from ._errors import (
     InvalidInputError,
     StoreClosedError,
 )
+from ._feed.shape import FeedShape
 from ._feed.subscription import Subscription, SubscriptionSettings
 from ._feed.views import check_name, check_view_key, check_view_name
 from ._models import (
@@ -128,6 +129,7 @@ class EventStore:
         self._codec = EventCodec(*types)
         self._backend: Backend = _backend or DynamoDBBackend(config)
         self._appender = Appender(self._backend, config)
+        self._shape = FeedShape(self._backend, config.feed_shards, config.table_name)
         self._state = _State.UNOPENED
         self._in_flight = 0
         self._idle = anyio.Event()
@@ -245,6 +247,7 @@ class EventStore:
         """
         self._require_open()
         await self._backend.create_schema()
+        await self._shape.check()
 
     @_operation
     async def ping(self) -> None:
@@ -264,6 +267,7 @@ class EventStore:
         """Delete the table and the bucket, with all their data."""
         self._require_open()
         await self._backend.drop_schema()
+        self._shape.forget()
 
     # -- writes -------------------------------------------------------------------------
 
@@ -312,6 +316,7 @@ class EventStore:
         header = check_append(
             self._codec, aggregate_id, events, expected_version, aggregate_type, metadata, commit_id
         )
+        await self._shape.check()
         (change_set,) = await self._writer.commit([header], [events])
         return change_set
 
@@ -337,6 +342,7 @@ class EventStore:
         """
         self._require_open()
         headers = check_batch(self._codec, appends, self._config.feed_shards)
+        await self._shape.check()
         return await self._writer.commit(headers, [append.events for append in appends])
 
     @_operation
@@ -663,7 +669,7 @@ class EventStore:
         )
         if not settings.shards:
             raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
-        return Subscription(self._backend, self._codec, self._decoder, settings)
+        return Subscription(self._backend, self._codec, self._decoder, settings, self._shape)
 
     @_operation
     async def get_view(self, view: str, key: str) -> Any | None:

@@ -37,6 +37,7 @@ from .._records import (
     LeaseWrite,
     PutChangeSet,
     PutFeedEntry,
+    PutFeedShape,
     PutMarker,
     PutSnapshot,
     PutView,
@@ -49,6 +50,7 @@ from .._records import (
     checkpoint_partition,
     feed_partition,
     marker_sort_key,
+    schema_partition,
     snapshot_sort_key,
     view_partition,
 )
@@ -243,6 +245,8 @@ def _address(write: Write) -> tuple[str, SortKey]:
         return feed_partition(write.record.shard), write.record.position
     if isinstance(write, LeaseWrite | CheckpointWrite):
         return checkpoint_partition(write.name), 0
+    if isinstance(write, PutFeedShape):
+        return schema_partition(), 0
     if isinstance(write, PutView):
         return view_partition(write.record.view, write.record.key), 0
     return view_partition(write.view, write.key), 0
@@ -252,7 +256,7 @@ def _refuses(old: Record | None, write: Write) -> bool:
     """The condition DynamoDB would check for this write (see ``_items``), failed."""
     if isinstance(write, HeadWrite):
         return old is not None if write.expected_version == 0 else not _head_matches(old, write)
-    if isinstance(write, PutChangeSet | PutMarker | PutFeedEntry):
+    if isinstance(write, PutChangeSet | PutMarker | PutFeedEntry | PutFeedShape):
         return old is not None
     if isinstance(write, SnapshotIndexWrite):
         return not (

@@ -70,6 +70,7 @@ from .._records import (
 from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
 from .._timeutil import now_us
 from .outage import OutageBackoff, hold_on
+from .shape import FeedShape
 from .views import check_documents, check_view_name
 
 __all__ = ["Subscription", "SubscriptionSettings"]
@@ -123,8 +124,10 @@ class Subscription:
         codec: EventCodec,
         decoder: ChangeSetDecoder,
         settings: SubscriptionSettings,
+        shape: FeedShape,
     ) -> None:
         self._backend = backend
+        self._shape = shape
         self._codec = codec
         self._decoder = decoder
         self._settings = settings
@@ -147,6 +150,7 @@ class Subscription:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Self:
+        await self._shape.check()
         checkpoint = await self._acquire()
         self._seq = checkpoint.seq
         self._saved = checkpoint.positions

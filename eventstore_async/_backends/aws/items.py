@@ -13,7 +13,8 @@ Pure functions, no I/O. The table layout (README "Schema")::
 
 System partitions (keys start with \x1f, which no aggregate id may hold) carry a
 ``kind`` attribute: ``feed_counter`` and ``feed_entry`` (``\x1ffeed/<shard>``, sk 0
-and 1..n), ``checkpoint`` (``\x1fsub/<name>``), ``view`` (``\x1fview/<view>/<key>``).
+and 1..n), ``checkpoint`` (``\x1fsub/<name>``), ``view`` (``\x1fview/<view>/<key>``),
+``feed_shape`` (``\x1fschema``, sk 0: ``shards``, the table's feed shard count).
 
 The head also lists retained snapshot versions per schema (``snap:<schema>``, a list of
 numbers) and ``snap_seq``, bumped by every snapshot save.
@@ -34,6 +35,7 @@ from ..._records import (
     FeedAdvance,
     FeedCounterRecord,
     FeedEntryRecord,
+    FeedShapeRecord,
     HeadRecord,
     HeadWrite,
     LeaseWrite,
@@ -41,6 +43,7 @@ from ..._records import (
     ObjectPointer,
     PutChangeSet,
     PutFeedEntry,
+    PutFeedShape,
     PutMarker,
     PutSnapshot,
     PutView,
@@ -53,6 +56,7 @@ from ..._records import (
     checkpoint_partition,
     feed_partition,
     marker_sort_key,
+    schema_partition,
     snapshot_sort_key,
     view_partition,
 )
@@ -105,7 +109,7 @@ def record_to_item(record: Record) -> Item:
 
 
 def _system_item(
-    record: FeedCounterRecord | FeedEntryRecord | CheckpointRecord | ViewRecord,
+    record: FeedCounterRecord | FeedEntryRecord | FeedShapeRecord | CheckpointRecord | ViewRecord,
 ) -> Item:
     if isinstance(record, FeedCounterRecord):
         item = key(feed_partition(record.shard), 0)
@@ -117,6 +121,9 @@ def _system_item(
         item["commit_id"] = {"S": record.commit_id}
         item["ts_us"] = {"N": str(record.timestamp_us)}
         item["event_count"] = {"N": str(record.event_count)}
+    elif isinstance(record, FeedShapeRecord):
+        item = key(schema_partition(), 0)
+        item["shards"] = {"N": str(record.shards)}
     elif isinstance(record, CheckpointRecord):
         item = key(checkpoint_partition(record.name), 0)
         item["positions"] = {"L": [{"N": str(p)} for p in record.positions]}
@@ -134,6 +141,7 @@ _KINDS: dict[type, str] = {
     FeedCounterRecord: "feed_counter",
     FeedEntryRecord: "feed_entry",
     CheckpointRecord: "checkpoint",
+    FeedShapeRecord: "feed_shape",
     ViewRecord: "view",
 }
 
@@ -160,6 +168,8 @@ def _system_from(item: Item, kind: str) -> Record:
             lease_until_us=int(item["lease_until_us"]["N"]),
             seq=int(item["seq"]["N"]),
         )
+    if kind == "feed_shape":
+        return FeedShapeRecord(shards=int(item["shards"]["N"]))
     if kind == "view":
         _, view, view_key = partition.split("/", 2)
         return ViewRecord(view=view, key=view_key, document=bytes(item["document"]["B"]))
@@ -347,7 +357,7 @@ def _action(write: Write, table: str) -> dict[str, Any]:
         return _update_snapshot_index(write, table)
     if isinstance(write, FeedAdvance):
         return _advance_feed(write, table)
-    if isinstance(write, PutFeedEntry):
+    if isinstance(write, PutFeedEntry | PutFeedShape):
         return _put_new(_system_item(write.record), table)
     if isinstance(write, LeaseWrite):
         return _take_lease(write, table)
