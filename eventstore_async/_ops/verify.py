@@ -36,6 +36,7 @@ from .._records import (
     CheckpointRecord,
     FeedCounterRecord,
     FeedEntryRecord,
+    FeedShapeRecord,
     HeadRecord,
     MarkerRecord,
     ObjectPointer,
@@ -101,6 +102,8 @@ class _Table:
             self.entries[record.shard][record.position] = record
         elif isinstance(record, CheckpointRecord | ViewRecord):
             self.counts["checkpoints" if isinstance(record, CheckpointRecord) else "views"] += 1
+        elif isinstance(record, FeedShapeRecord):
+            pass  # the table's feed shard count: every store checks itself against it
         else:
             self.problems.append(
                 VerifyProblem(
