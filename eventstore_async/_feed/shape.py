@@ -23,7 +23,7 @@ from .._records import (
     PutFeedShape,
     schema_partition,
 )
-from .._write.append import full_jitter
+from .._retry import full_jitter
 
 __all__ = ["FeedShape"]
 
