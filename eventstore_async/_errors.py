@@ -22,8 +22,23 @@ Every failure a caller may want to handle differently has its own class::
             ├── CommitOutcomeUnknownError       an append's outcome could not be settled
             └── SnapshotOutcomeUnknownError     a snapshot save's outcome could not be settled
 
-A botocore or aiohttp exception never reaches the caller: ``_aws_errors`` translates
-them in one place and chains the original as ``__cause__``.
+A botocore or aiohttp exception never reaches the caller: ``_backends/aws/errors.py``
+translates them in one place and chains the original as ``__cause__``.
+
+A :class:`StorageError` says who decided: ``code`` is the error code AWS sent
+(``"ValidationException"``, ``"TransactionConflict"``...) and ``reason`` is None; or AWS
+sent none and ``reason`` says why the library raised it, with ``code`` None:
+
+    AppendDeadline      no commit within ``append_deadline_seconds``
+    UploadTooSlow       an upload, or a batch's encoding with uploads, took longer than
+                        ``max_upload_seconds``; nothing was committed
+    UnprocessedKeys     BatchGetItem still left keys unprocessed after its retries
+    SchemaMismatch      ``ping()``: the table is keyed otherwise than the store's
+    TableNotActive      ``ping()``: the table exists but is not ACTIVE
+    the exception name  no answer came: the transport or the client failed
+                        (``ConnectionClosedError``, ``ReadTimeoutError``, ``SSLError``,
+                        ``NoCredentialsError``...; for an append whose outcome is unknown,
+                        any other exception it met, ``"RuntimeError"``...)
 """
 
 from __future__ import annotations
@@ -187,16 +202,36 @@ class LeaseLostError(SubscriptionError):
     """
 
 
-class StorageError(EventStoreError):
-    """AWS refused or failed a request.
+#: The reasons the library gives when AWS sent no error code (see the module docstring).
+APPEND_DEADLINE = "AppendDeadline"
+UPLOAD_TOO_SLOW = "UploadTooSlow"
+UNPROCESSED_KEYS = "UnprocessedKeys"
+SCHEMA_MISMATCH = "SchemaMismatch"
+TABLE_NOT_ACTIVE = "TableNotActive"
 
-    ``code`` is the AWS error code (``"ValidationException"``...) or the name of the
-    transport error; ``operation`` the API call (``"TransactWriteItems"``...).
+
+class StorageError(EventStoreError):
+    """AWS refused or failed a request, or the library gave up on one.
+
+    ``code`` is the error code AWS sent (``"ValidationException"``...), else None.
+    ``reason`` is None when AWS sent a code; otherwise why the library raised this:
+    ``"AppendDeadline"``, ``"UploadTooSlow"``, ``"UnprocessedKeys"``,
+    ``"SchemaMismatch"``, ``"TableNotActive"``, or the name of
+    the transport or client exception when no answer came (``"ReadTimeoutError"``...).
+    ``operation`` is the API call (``"TransactWriteItems"``...).
     """
 
-    def __init__(self, message: str, *, code: str, operation: str) -> None:
-        super().__init__(f"{operation}: {code}: {message}")
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str,
+        code: str | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(f"{operation}: {code or reason}: {message}")
         self.code = code
+        self.reason = reason
         self.operation = operation
 
 
@@ -211,8 +246,8 @@ class SchemaMissingError(StorageError):
         self,
         message: str,
         *,
-        code: str,
         operation: str,
+        code: str | None = None,
         resource: str = "table",
         name: str | None = None,
     ) -> None:
@@ -222,7 +257,13 @@ class SchemaMissingError(StorageError):
 
     @classmethod
     def of(
-        cls, resource: str, name: str | None, *, code: str, operation: str, detail: str = ""
+        cls,
+        resource: str,
+        name: str | None,
+        *,
+        code: str | None,
+        operation: str,
+        detail: str = "",
     ) -> SchemaMissingError:
         """The error for a missing ``resource`` (``"table"`` or ``"bucket"``) ``name``;
         ``detail`` is what AWS said."""
@@ -256,12 +297,13 @@ class CommitOutcomeUnknownError(StorageUnavailableError):
         self,
         message: str,
         *,
-        code: str,
         operation: str,
         commit_id: str,
         commit_ids: tuple[str, ...] = (),
+        code: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        super().__init__(message, code=code, operation=operation)
+        super().__init__(message, code=code, reason=reason, operation=operation)
         self.commit_id = commit_id
         #: Every commit id of the batch (``(commit_id,)`` for a single append).
         self.commit_ids = commit_ids or (commit_id,)
@@ -277,8 +319,15 @@ class SnapshotOutcomeUnknownError(StorageUnavailableError):
     """
 
     def __init__(
-        self, message: str, *, code: str, operation: str, aggregate_id: str, version: int
+        self,
+        message: str,
+        *,
+        operation: str,
+        aggregate_id: str,
+        version: int,
+        code: str | None = None,
+        reason: str | None = None,
     ) -> None:
-        super().__init__(message, code=code, operation=operation)
+        super().__init__(message, code=code, reason=reason, operation=operation)
         self.aggregate_id = aggregate_id
         self.version = version

@@ -63,7 +63,9 @@ async def object_keys(store: EventStore) -> list[str]:
 
 
 def lost(operation: str = "TransactWriteItems") -> StorageUnavailableError:
-    return StorageUnavailableError("connection reset", code="ConnectionReset", operation=operation)
+    return StorageUnavailableError(
+        "connection reset", reason="ConnectionResetError", operation=operation
+    )
 
 
 class FaultyBackend(MemoryBackend):
@@ -161,9 +163,29 @@ async def test_a_batch_whose_encoding_outlasts_max_upload_seconds_commits_nothin
             ]
         )
 
-    assert too_slow.value.code == "UploadTooSlow"
+    assert (too_slow.value.code, too_slow.value.reason) == (None, "UploadTooSlow")
     assert "nothing was committed" in str(too_slow.value)
     assert await store.head(first) is None and await store.head(second) is None
+    assert await object_keys(store) == []
+
+
+async def test_an_upload_slower_than_max_upload_seconds_commits_nothing(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD, max_upload_seconds=0.3)
+    aggregate = new_id()
+
+    async def slow_stream() -> AsyncIterator[dict[str, Any]]:
+        yield big("first")[0]  # over the threshold: the upload starts
+        await anyio.sleep(0.4)  # a slow producer: the upload outlasts the limit
+        yield {"n": 2}
+
+    with pytest.raises(StorageError) as too_slow:
+        await store.append(aggregate, slow_stream(), expected_version=0)
+
+    assert (too_slow.value.code, too_slow.value.reason) == (None, "UploadTooSlow")
+    assert "nothing was committed" in str(too_slow.value)
+    assert await store.head(aggregate) is None
     assert await object_keys(store) == []
 
 
@@ -319,7 +341,7 @@ async def test_a_deadline_after_a_landed_refusal_is_an_unknown_outcome() -> None
         backend.read_faults = ["hang"]  # the refusal says "landed"; its read-back hangs
         with pytest.raises(CommitOutcomeUnknownError) as unknown:
             await store.append("a", [{"n": 1}], expected_version=ANY, commit_id="c-1")
-        assert unknown.value.code == "AppendDeadline"
+        assert (unknown.value.code, unknown.value.reason) == (None, "AppendDeadline")
 
         again = await store.append("a", [{"n": 1}], expected_version=ANY, commit_id="c-1")
         assert [again] == await stored(store, "a")
@@ -414,7 +436,7 @@ async def test_an_unexpected_error_from_the_commit_is_settled_by_read_back(
         else:
             with pytest.raises(CommitOutcomeUnknownError) as unknown:
                 await store.append("a", big("a"), expected_version=0, commit_id="c-1")
-            assert unknown.value.code == "RuntimeError"
+            assert (unknown.value.code, unknown.value.reason) == (None, "RuntimeError")
             assert await store.head("a") is None
         assert len(await object_keys(store)) == 1  # kept: it may have been (or was) stored
 

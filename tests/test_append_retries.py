@@ -48,10 +48,10 @@ class ScriptedBackend:
         if fault == "hang":  # no answer: only the append deadline ends the wait
             await anyio.sleep_forever()
         if fault == "lost-before":  # the request never reached the table
-            raise StorageUnavailableError("reset", code="ConnectionReset", operation="T")
+            raise StorageUnavailableError("reset", reason="ConnectionResetError", operation="T")
         await self.inner.commit(plan)
         if fault == "lost-after":  # committed, but the response never came back
-            raise StorageUnavailableError("reset", code="ConnectionReset", operation="T")
+            raise StorageUnavailableError("reset", reason="ConnectionResetError", operation="T")
 
     @property
     def objects(self) -> None:
@@ -155,7 +155,7 @@ async def test_a_transaction_without_an_answer_ends_at_the_deadline() -> None:
     async with store:
         with pytest.raises(CommitOutcomeUnknownError) as unknown:
             await store.append("a-1", [{"n": 1}], expected_version=0, commit_id="c-1")
-        assert unknown.value.code == "AppendDeadline"
+        assert (unknown.value.code, unknown.value.reason) == (None, "AppendDeadline")
         assert await store.head("a-1") is None
 
 
@@ -164,6 +164,9 @@ async def test_retrying_stops_at_the_deadline_with_nothing_written() -> None:
     async with store:
         with pytest.raises(StorageUnavailableError) as late:
             await store.append("a-1", [{"n": 1}], expected_version=0)
-        assert late.value.code in {"AppendDeadline", "TransactionConflict"}
+        assert (late.value.code, late.value.reason) in {
+            (None, "AppendDeadline"),
+            ("TransactionConflict", None),
+        }
         assert not isinstance(late.value, CommitOutcomeUnknownError) or backend.commits > 0
         assert await store.head("a-1") is None

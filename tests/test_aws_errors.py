@@ -55,7 +55,7 @@ def test_every_known_code_maps_to_its_class(code: str, expected: type[StorageErr
     original = _client_error(code, "the message")
     error = _translated(original)
     assert type(error) is expected
-    assert error.code == code
+    assert (error.code, error.reason) == (code, None)  # AWS's answer: its code, no reason
     assert "the message" in str(error)
     assert "Query" in str(error)
 
@@ -87,7 +87,7 @@ def test_client_error_without_a_code() -> None:
     assert error_code(original) == "Unknown"
     error = _translated(original, "GetItem")
     assert type(error) is StorageError
-    assert error.code == "Unknown"
+    assert (error.code, error.reason) == (None, None)  # AWS answered, with no code
     assert str(error)  # falls back to the ClientError's text
 
 
@@ -101,7 +101,7 @@ def test_client_error_without_a_message_keeps_some_text() -> None:
 def test_translate_client_error_builds_without_raising() -> None:
     error = translate_client_error(_client_error("NoSuchBucket"), "PutObject")
     assert isinstance(error, SchemaMissingError)
-    assert (error.code, error.operation) == ("NoSuchBucket", "PutObject")
+    assert (error.code, error.reason, error.operation) == ("NoSuchBucket", None, "PutObject")
 
 
 def test_translated_errors_are_event_store_errors() -> None:
@@ -195,7 +195,7 @@ TRANSPORT_ERRORS: list[BaseException] = [
 def test_transport_errors_are_unavailable(original: BaseException) -> None:
     error = _translated(original, "TransactWriteItems")
     assert type(error) is StorageUnavailableError
-    assert error.code == type(original).__name__
+    assert (error.code, error.reason) == (None, type(original).__name__)  # no answer came
     assert str(error)
 
 
@@ -207,7 +207,7 @@ def test_transport_errors_are_unavailable(original: BaseException) -> None:
 def test_credential_errors_are_access_denied(original: BaseException) -> None:
     error = _translated(original, "GetItem")
     assert type(error) is AccessDeniedError
-    assert error.code == type(original).__name__
+    assert (error.code, error.reason) == (None, type(original).__name__)
 
 
 @pytest.mark.parametrize(
@@ -218,7 +218,7 @@ def test_credential_errors_are_access_denied(original: BaseException) -> None:
 def test_other_botocore_errors_are_storage_errors(original: BaseException) -> None:
     error = _translated(original)
     assert type(error) is StorageError
-    assert error.code == type(original).__name__
+    assert (error.code, error.reason) == (None, type(original).__name__)
 
 
 # -- what passes through untouched ------------------------------------------------------

@@ -219,7 +219,9 @@ def lost_response(inner: Any, *, lands: bool) -> Callable[[CommitPlan], Awaitabl
         if lands:
             await inner.commit(plan)
         raise StorageUnavailableError(
-            "Connection reset by peer", code="ConnectionResetError", operation="TransactWriteItems"
+            "Connection reset by peer",
+            reason="ConnectionResetError",
+            operation="TransactWriteItems",
         )
 
     return commit
@@ -252,7 +254,7 @@ async def test_an_unsettled_outcome_keeps_the_object_and_says_so(
     await build(store, aggregate, 3)
 
     async def unreadable(partition: str, sort_key: Any) -> None:
-        raise StorageUnavailableError("timed out", code="ReadTimeoutError", operation="GetItem")
+        raise StorageUnavailableError("timed out", reason="ReadTimeoutError", operation="GetItem")
 
     hooks = {"commit": lost_response(store._backend, lands=True), "get": unreadable}
     async with hooked(store, **hooks) as saver:

@@ -137,7 +137,7 @@ async def test_unknown_commit_outcome_is_503_with_the_commit_id(
 ) -> None:
     async def lost(*args: object, **kwargs: object) -> None:
         raise CommitOutcomeUnknownError(
-            "timed out", code="ReadTimeout", operation="TransactWriteItems", commit_id="c-9"
+            "timed out", reason="ReadTimeoutError", operation="TransactWriteItems", commit_id="c-9"
         )
 
     monkeypatch.setattr(EventStore, "append", lost)

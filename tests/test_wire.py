@@ -46,8 +46,10 @@ from botocore.exceptions import (
 )
 from botocore.retries.standard import ExponentialBackoff
 
-from eventstore_async import ANY, EventStore, StoreConfig
+from eventstore_async import ANY, EventStore, StorageUnavailableError, StoreConfig
+from eventstore_async._backends.aws import dynamodb as _dynamodb
 from eventstore_async._backends.aws import wire as _wire
+from eventstore_async._backends.aws.dynamodb import DynamoDBBackend
 from eventstore_async._backends.aws.session import open_clients
 from eventstore_async._backends.aws.wire import FastDynamoDB, _Signer, fallback_reason
 
@@ -748,3 +750,32 @@ async def test_pool_timeouts_and_tls_are_the_client_s(verify: bool) -> None:
         assert connector._keepalive_timeout == 12
         assert (session.timeout.sock_connect, session.timeout.sock_read) == (1.5, 3.0)
         assert (connector._ssl is False) is not verify
+
+
+async def test_keys_left_unprocessed_after_the_retries_are_the_library_s_reason(
+    recorder: Recorder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every BatchGetItem answer leaves a key unprocessed: AWS sent no error code, the
+    library gave up (``reason``), after its attempts."""
+    left = {"wire": {"Keys": [KEY_ATTRS], "ConsistentRead": True}}
+    recorder.default = answer(200, json.dumps({"Responses": {"wire": []}, "UnprocessedKeys": left}))
+
+    async def no_wait(seconds: float) -> None:  # the backoff between attempts: not in tests
+        await asyncio.sleep(0)
+
+    monkeypatch.setattr(_dynamodb.anyio, "sleep", no_wait)
+    config = StoreConfig(
+        table_name="wire",
+        endpoint_url=recorder.url,
+        aws_access_key_id=KEY,
+        aws_secret_access_key=SECRET,
+    )
+    backend = DynamoDBBackend(config)
+    await backend.open()
+    try:
+        with pytest.raises(StorageUnavailableError) as raised:
+            await backend.get_many([("agg", 1)])
+    finally:
+        await backend.aclose()
+    assert (raised.value.code, raised.value.reason) == (None, "UnprocessedKeys")
+    assert len(recorder.requests) == _dynamodb._UNPROCESSED_ATTEMPTS

@@ -33,7 +33,13 @@ import anyio
 from .._backends.protocol import ObjectStore
 from .._codec import FORMAT_FRAMED, EventCodec, FrameDecoder
 from .._config import DYNAMODB_ITEM_LIMIT, StoreConfig
-from .._errors import ChangeSetTooLargeError, IntegrityError, InvalidInputError, StorageError
+from .._errors import (
+    UPLOAD_TOO_SLOW,
+    ChangeSetTooLargeError,
+    IntegrityError,
+    InvalidInputError,
+    StorageError,
+)
 from .._records import ObjectPointer
 from .keys import object_key
 from .upload import upload
@@ -201,7 +207,7 @@ class Offloader:
             raise StorageError(
                 f"the upload took {seconds:.0f} s, over max_upload_seconds "
                 f"({self._config.max_upload_seconds:.0f} s); nothing was committed",
-                code="UploadTooSlow",
+                reason=UPLOAD_TOO_SLOW,
                 operation="PutObject",
             )
 

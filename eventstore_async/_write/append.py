@@ -31,6 +31,7 @@ import anyio
 from .._backends.protocol import Backend
 from .._config import StoreConfig
 from .._errors import (
+    APPEND_DEADLINE,
     AggregateTypeMismatchError,
     CommitOutcomeUnknownError,
     ConcurrencyError,
@@ -137,7 +138,7 @@ class Appender:
         timeout = StorageUnavailableError(
             f"aggregate {requests[0].aggregate_id!r}: no commit within the append deadline "
             f"({self._deadline:g} s)",
-            code="AppendDeadline",
+            reason=APPEND_DEADLINE,
             operation="TransactWriteItems",
         )
         if progress.sending is not None:
@@ -348,13 +349,14 @@ def _outcome_unknown(
 ) -> CommitOutcomeUnknownError:
     commit_ids = tuple(request.commit_id for request in requests)
     if isinstance(cause, StorageError):
-        code, operation = cause.code, cause.operation
+        code, reason, operation = cause.code, cause.reason, cause.operation
     else:
-        code, operation = type(cause).__name__, "TransactWriteItems"
+        code, reason, operation = None, type(cause).__name__, "TransactWriteItems"
     return CommitOutcomeUnknownError(
         f"the append of commit {', '.join(map(repr, commit_ids))}: {what} ({cause}); retry "
         "with the same commit ids and expected versions, it lands at most once",
         code=code,
+        reason=reason,
         operation=operation,
         commit_id=commit_ids[0],
         commit_ids=commit_ids,

@@ -157,6 +157,7 @@ class SnapshotWriter:
             f"(schema {record.schema!r}) may or may not have been saved ({exc}); saving "
             "it again is safe",
             code=exc.code,
+            reason=exc.reason,
             operation=exc.operation,
             aggregate_id=record.aggregate_id,
             version=record.version,

@@ -16,7 +16,7 @@ import anyio
 
 from .._backends.protocol import Backend
 from .._config import StoreConfig
-from .._errors import CommitOutcomeUnknownError, StorageError
+from .._errors import UPLOAD_TOO_SLOW, CommitOutcomeUnknownError, StorageError
 from .._models import ChangeSet
 from .._offload.payload import EncodedPayload, Offloader
 from .._read.decode import ChangeSetDecoder
@@ -95,7 +95,7 @@ class ChangeSetWriter:
             raise StorageError(
                 f"encoding and uploading the change sets took {seconds:.1f} s, over "
                 f"max_upload_seconds ({limit:g} s); nothing was committed",
-                code="UploadTooSlow",
+                reason=UPLOAD_TOO_SLOW,
                 operation="PutObject",
             )
 

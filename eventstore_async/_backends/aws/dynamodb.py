@@ -12,6 +12,9 @@ from botocore.exceptions import ClientError
 
 from ..._config import StoreConfig
 from ..._errors import (
+    SCHEMA_MISMATCH,
+    TABLE_NOT_ACTIVE,
+    UNPROCESSED_KEYS,
     IntegrityError,
     SchemaMissingError,
     StorageError,
@@ -263,7 +266,7 @@ class DynamoDBBackend:
             await anyio.sleep(min(0.05 * 2**attempt, 1.0))
         raise StorageUnavailableError(
             "keys still unprocessed after retries",
-            code="UnprocessedKeys",
+            reason=UNPROCESSED_KEYS,
             operation="BatchGetItem",
         )
 
@@ -400,14 +403,14 @@ def _check_table(table: dict[str, Any]) -> None:
     if keys != wanted:
         raise StorageError(
             f"table {name!r} has the key schema {keys}, not the event store's {wanted}",
-            code="SchemaMismatch",
+            reason=SCHEMA_MISMATCH,
             operation="DescribeTable",
         )
     status = table.get("TableStatus")
     if status != "ACTIVE":
         raise StorageUnavailableError(
             f"table {name!r} is {status}, not ACTIVE",
-            code="TableNotActive",
+            reason=TABLE_NOT_ACTIVE,
             operation="DescribeTable",
         )
 

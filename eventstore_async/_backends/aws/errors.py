@@ -83,17 +83,19 @@ def error_code(exc: ClientError) -> str:
 def translate_client_error(
     exc: ClientError, operation: str, *, table: str | None = None, bucket: str | None = None
 ) -> StorageError:
-    """The eventstore error for ``exc``; a missing resource is named (``table`` for
-    DynamoDB calls, ``bucket`` for S3 calls) with how to create it."""
-    code = error_code(exc)
-    kind = ERROR_CODES.get(code, StorageError)
+    """The eventstore error for AWS's answer ``exc``: its code (None when the answer
+    carried none); a missing resource is named (``table`` for DynamoDB calls,
+    ``bucket`` for S3 calls) with how to create it."""
+    sent = exc.response.get("Error", {}).get("Code")
+    code = str(sent) if sent else None
+    kind = ERROR_CODES.get(code or "", StorageError)
     message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
     if kind is SchemaMissingError:
-        named = {"code": code, "operation": operation, "detail": message}
         if code == "NoSuchBucket" or (bucket is not None and table is None):
-            name = bucket or exc.response.get("Error", {}).get("BucketName")
-            return SchemaMissingError.of("bucket", name, **named)
-        return SchemaMissingError.of("table", table, **named)
+            resource, name = "bucket", bucket or exc.response.get("Error", {}).get("BucketName")
+        else:
+            resource, name = "table", table
+        return SchemaMissingError.of(resource, name, code=code, operation=operation, detail=message)
     return kind(message, code=code, operation=operation)
 
 
@@ -104,18 +106,20 @@ def translate_errors(
     """Run an AWS call; raise its failure as an :class:`StorageError` subclass.
 
     ``table`` or ``bucket`` names what the call addresses, for :class:`SchemaMissingError`.
+    An answer from AWS keeps its error code (``.code``); a failure with no answer (the
+    transport, credentials, the client) is named by its exception (``.reason``).
     """
     try:
         yield
     except ClientError as exc:
         raise translate_client_error(exc, operation, table=table, bucket=bucket) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
-        raise AccessDeniedError(str(exc), code=type(exc).__name__, operation=operation) from exc
+        raise AccessDeniedError(str(exc), reason=type(exc).__name__, operation=operation) from exc
     except SSLError as exc:  # a certificate problem does not go away by retrying
-        raise StorageError(str(exc), code="SSLError", operation=operation) from exc
+        raise StorageError(str(exc), reason="SSLError", operation=operation) from exc
     except (BotoConnectionError, HTTPClientError, aiohttp.ClientError, TimeoutError) as exc:
         raise StorageUnavailableError(
-            str(exc) or type(exc).__name__, code=type(exc).__name__, operation=operation
+            str(exc) or type(exc).__name__, reason=type(exc).__name__, operation=operation
         ) from exc
     except BotoCoreError as exc:
-        raise StorageError(str(exc), code=type(exc).__name__, operation=operation) from exc
+        raise StorageError(str(exc), reason=type(exc).__name__, operation=operation) from exc
