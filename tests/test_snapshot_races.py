@@ -409,3 +409,72 @@ async def test_a_moved_snap_seq_or_a_busy_item_is_retried_on_a_fresh_head(
     assert saved is not None and sent == [code, code, "sent"]
     history = await store.load(aggregate, snapshot_schema="default")
     assert history.snapshot is not None and history.snapshot.state == state(2)
+
+
+# -- a save that landed, answered by a refused re-send, is recognised -----------------------
+
+
+def lands_then_resend_refused(inner: Any, times: int = 1) -> Callable[[CommitPlan], Any]:
+    """The first ``times`` commits land, their answers are lost, and botocore's re-send
+    (no request-token idempotency, as on the emulator) is refused because ``snap_seq``
+    moved: what the save sees is a failed condition on the head's list."""
+    landed = [0]
+
+    async def commit(plan: CommitPlan) -> None:
+        await inner.commit(plan)
+        if landed[0] < times:
+            landed[0] += 1
+            head = await inner.get(plan.writes[0].aggregate_id, 0)  # type: ignore[union-attr]
+            reasons: list[Rejection | None] = [Rejection(code="ConditionalCheckFailed", old=head)]
+            raise CommitRejected(reasons + [None] * (len(plan.writes) - 1))
+
+    return commit
+
+
+@pytest.mark.parametrize("keep", [1, 2])
+async def test_a_save_whose_resend_is_refused_keeps_its_own_object(
+    make_store: StoreFactory, keep: int
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD, backoff_base=0.001)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    await store.save_snapshot(aggregate, 1, state(1), keep=keep)
+    first = await snapshot_key(store, aggregate, 1)
+
+    async with hooked(store, commit=lands_then_resend_refused(store._backend)) as saver:
+        saved = await saver.save_snapshot(aggregate, 2, state(2), keep=keep)
+
+    assert saved is not None and saved.version == 2
+    history = await store.load(aggregate, snapshot_schema="default")
+    assert history.snapshot is not None and history.snapshot.state == state(2)
+    own = await snapshot_key(store, aggregate, 2)
+    assert own in await bucket_keys(store)
+    assert (first in await bucket_keys(store)) == (keep == 2)  # evicted with keep=1: deleted
+
+
+async def test_a_landed_save_overwritten_before_its_retry_commits_a_fresh_object(
+    make_store: StoreFactory,
+) -> None:
+    """The save lands, its answer is lost, another save overwrites it (deleting its
+    object) and the re-send is refused: the retry must not point to the deleted object."""
+    store = await make_store(offload_threshold_bytes=THRESHOLD, backoff_base=0.001)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    landed = [0]
+
+    async def commit(plan: CommitPlan) -> None:
+        await store._backend.commit(plan)
+        if not landed[0]:
+            landed[0] += 1
+            await store.save_snapshot(aggregate, 2, state("other"))  # deletes our object
+            head = await store._backend.get(aggregate, 0)
+            reasons: list[Rejection | None] = [Rejection(code="ConditionalCheckFailed", old=head)]
+            raise CommitRejected(reasons + [None] * (len(plan.writes) - 1))
+
+    async with hooked(store, commit=commit) as saver:
+        saved = await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert saved is not None
+    history = await store.load(aggregate, snapshot_schema="default")  # no IntegrityError
+    assert history.snapshot is not None and history.snapshot.state == state(2)
+    assert await bucket_keys(store) == {await snapshot_key(store, aggregate, 2)}

@@ -23,6 +23,14 @@ failure of the request itself is raised as is, its object also left to the sweep
 
 The transaction's ``ClientRequestToken`` is a hash of the aggregate, schema,
 ``snap_seq``, version and timestamp (:func:`request_token`), like an append's.
+
+Refusals go through the one retry loop (``_retry``). A save recognises its own
+commit as an append does: a refused attempt may be botocore's re-send of one that
+landed (without request-token idempotency the re-send is refused because
+``snap_seq`` moved), so the snapshot is read back first, and this save's own
+(timestamp and pointer) means it landed. A save never deletes the object it
+commits; when its last refused attempt may have landed unseen and been removed by
+later saves (which delete its object), it writes the state to a new object.
 """
 
 from __future__ import annotations
@@ -57,7 +65,7 @@ from .._records import (
     snapshot_sort_key,
     token_of,
 )
-from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
+from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries, still_cancelled
 from .._timeutil import now_us
 
 __all__ = [
@@ -73,6 +81,9 @@ MAX_KEEP = 100
 #: Old snapshots one save deletes at most: the transaction's room once the head's list
 #: and the snapshot itself are written.
 MAX_DELETIONS = MAX_TRANSACTION_ACTIONS - 2
+#: New objects one save may write for an offloaded state: another is needed only when
+#: the last attempt may have landed unseen and been removed (its object deleted).
+FRESH_OBJECTS = 3
 
 
 def check_schema(schema: Any) -> str:
@@ -118,12 +129,28 @@ class SnapshotWriter:
 
         Raises:
             SnapshotOutcomeUnknownError: sent, but whether it landed is unknown.
+            StorageError: cancelled for a reason no retry mends.
+            StorageUnavailableError: other saves kept coming first.
         """
         head = await self._head(aggregate_id, version)
         if _retention(head, schema, version, keep) is None:
             return None
-        encoded = await self._offloader.encode(aggregate_id, [state])
-        record = _record(aggregate_id, version, schema, encoded)
+        for _ in range(FRESH_OBJECTS):
+            encoded = await self._offloader.encode(aggregate_id, [state])
+            record = _record(aggregate_id, version, schema, encoded)
+            try:
+                return await self._save(head, record, keep)
+            except _ObjectInDoubt as doubt:
+                head = doubt.head  # the object is deleted: save again with a new one
+        raise still_cancelled(
+            f"aggregate {aggregate_id!r}: snapshot at version {version}",
+            FRESH_OBJECTS,
+            {"ConditionalCheckFailed"},
+        )
+
+    async def _save(
+        self, head: HeadRecord, record: SnapshotRecord, keep: int
+    ) -> SnapshotRecord | None:
         sending = _Sending()
         try:
             return await self._commit(head, record, keep, sending)
@@ -142,12 +169,15 @@ class SnapshotWriter:
         attempts = _SaveAttempts(self, head, record, keep, sending)
         return await commit_with_retries(attempts, self._backoff)
 
+    async def _stored(self, record: SnapshotRecord) -> object:
+        """The snapshot item at ``record``'s version and schema, as stored now."""
+        return await self._backend.get(record.aggregate_id, _sort_key(record))
+
     async def _settle(self, record: SnapshotRecord, exc: StorageUnavailableError) -> None:
         """The transaction failed in transport: return if the snapshot is stored (it
         landed), else raise, since it may still have landed or land yet."""
-        sort_key = snapshot_sort_key(record.version, record.schema)
         try:
-            stored = await self._backend.get(record.aggregate_id, sort_key)
+            stored = await self._stored(record)
         except StorageError:
             stored = None
         if _is_same_snapshot(stored, record):
@@ -197,7 +227,14 @@ class _SaveAttempts:
     """The attempts of one save for :func:`commit_with_retries`. A busy refusal and a
     failed condition (another save moved ``snap_seq``) are both retried on a fresh
     read of the head; a refusal for any other reason is final (nothing was written,
-    the caller deletes the new state's object)."""
+    the caller deletes the new state's object).
+
+    Any refusal may answer botocore's re-send of an attempt that landed (its answer
+    lost): without request-token idempotency (the emulator, LocalStack) the re-send
+    is refused because ``snap_seq`` moved. So a refusal is settled by reading the
+    snapshot back first: this save's own snapshot (its timestamp and pointer) means
+    it landed. And a save never deletes the object it commits.
+    """
 
     def __init__(
         self,
@@ -212,6 +249,8 @@ class _SaveAttempts:
         self._record = record
         self._keep = keep
         self._sending = sending
+        self._stale: list[str] = []  # objects the last attempt sent removes
+        self._refused_seq: int | None = None  # snap_seq the last refused attempt built on
 
     @property
     def subject(self) -> str:
@@ -222,10 +261,14 @@ class _SaveAttempts:
         writer, record = self._writer, self._record
         head = self._head or await writer._head(record.aggregate_id, record.version)
         self._head = head
+        if self._may_be_gone(head):
+            raise _ObjectInDoubt(head)
         retention = _retention(head, record.schema, record.version, self._keep)
         if retention is None:
             raise _Superseded
-        stale = await writer._objects_of(record, _removed(head, record, retention))
+        removed = await writer._objects_of(record, _removed(head, record, retention))
+        own = record.pointer.key if record.pointer is not None else None
+        self._stale = [key for key in removed if key != own]
         self._sending.in_flight = True
         try:
             await writer._backend.commit(_plan(head, record, retention))
@@ -234,18 +277,49 @@ class _SaveAttempts:
             raise
         except StorageUnavailableError as exc:
             await writer._settle(record, exc)
-        for key in stale:
-            await writer._offloader.discard(key)
-        return record
+        return await self._landed()
 
     async def refused(
         self, rejected: CommitRejected, refusal: Refusal, *, last: bool
     ) -> Retry | Done[SnapshotRecord]:
+        try:
+            stored = await self._writer._stored(self._record)
+        except StorageError as exc:
+            self._sending.in_flight = True  # it may be this save's, landed: keep the object
+            raise _unknown(self._record, exc) from exc
+        if _is_same_snapshot(stored, self._record):
+            return Done(await self._landed())
+        assert self._head is not None
+        self._refused_seq = self._head.snapshot_seq
         self._head = None  # the next attempt builds on the head as it is then
         return Retry.BACKOFF
 
     def retrying(self, how: Retry) -> None:
         """No counters for saves."""
+
+    async def _landed(self) -> SnapshotRecord:
+        """Stored: delete the objects of the snapshots it evicted or overwrote."""
+        for key in self._stale:
+            await self._writer._offloader.discard(key)
+        return self._record
+
+    def _may_be_gone(self, head: HeadRecord) -> bool:
+        """The last refused attempt may have landed unseen and been removed since by
+        another save, which then deleted this save's object: more than one save came
+        after the one it built on, and the read-back did not find this one."""
+        return (
+            self._record.pointer is not None
+            and self._refused_seq is not None
+            and head.snapshot_seq > self._refused_seq + 1
+        )
+
+
+class _ObjectInDoubt(Exception):
+    """This save's object may have been deleted by another save: use a new one."""
+
+    def __init__(self, head: HeadRecord) -> None:
+        super().__init__(head.aggregate_id)
+        self.head = head
 
 
 class _Superseded(Exception):
@@ -271,6 +345,22 @@ def _removed(head: HeadRecord, record: SnapshotRecord, retention: _Retention) ->
     if record.version in head.snapshots.get(record.schema, ()):
         removed.append(record.version)  # overwritten: its object goes too
     return removed
+
+
+def _unknown(record: SnapshotRecord, exc: StorageError) -> SnapshotOutcomeUnknownError:
+    return SnapshotOutcomeUnknownError(
+        f"aggregate {record.aggregate_id!r}: the snapshot at version {record.version} "
+        f"(schema {record.schema!r}) may or may not have been saved ({exc}); saving "
+        "it again is safe",
+        code=exc.code,
+        operation=exc.operation,
+        aggregate_id=record.aggregate_id,
+        version=record.version,
+    )
+
+
+def _sort_key(record: SnapshotRecord) -> SortKey:
+    return snapshot_sort_key(record.version, record.schema)
 
 
 def _is_same_snapshot(stored: object, record: SnapshotRecord) -> bool:
