@@ -71,7 +71,7 @@ from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
 from .._timeutil import now_us
 from .outage import OutageBackoff, hold_on
 from .shape import FeedShape
-from .views import check_documents, check_view_name
+from .views import check_projection
 
 __all__ = ["Subscription", "SubscriptionSettings"]
 
@@ -264,10 +264,11 @@ class Subscription:
 
     async def project(
         self,
-        view: str,
+        view: str | None = None,
         *,
         put: Mapping[str, Any] | None = None,
         delete: Sequence[str] = (),
+        views: Mapping[str, Mapping[str, Any]] | None = None,
     ) -> None:
         """Write read-model documents and the checkpoint in one transaction.
 
@@ -279,25 +280,29 @@ class Subscription:
             view: the read model's name.
             put: documents to store, by key (Structs or str-keyed mappings).
             delete: keys to remove.
+            views: more read models changed in the same transaction, by name:
+                ``{"totals": {"put": {...}, "delete": [...]}}`` (so one change set can
+                update a per-aggregate view and a totals view atomically).
 
-        At most 99 documents in all (DynamoDB takes 100 actions per transaction, one is
-        the checkpoint), and each key once: in ``put`` or in ``delete``, not both.
+        At most 99 documents in all, over every view (DynamoDB takes 100 actions per
+        transaction, one is the checkpoint), and each key of a view once: in ``put`` or
+        in ``delete``, not both.
 
         Raises:
-            InvalidInputError: a bad view name or key, a key named twice, or more than
-                99 documents (``argument`` names which); nothing was written.
+            InvalidInputError: a bad view name or key, a key or view named twice, or
+                more than 99 documents (``argument`` names which); nothing was written.
             LeaseLostError: another consumer took over; nothing was written.
             StorageError: a failure no retry mends. An outage
                 (``StorageUnavailableError``) is waited out, and an attempt whose
                 answer was lost is found landed or not from the checkpoint.
         """
-        view = check_view_name(view)
-        puts, deletes = check_documents(put, delete)
-        writes: list[Write] = [
-            PutView(ViewRecord(view, key, self._codec.encode_events([document])))
-            for key, document in puts.items()
-        ]
-        writes += [DeleteView(view, key) for key in deletes]
+        writes: list[Write] = []
+        for name, puts, deletes in check_projection(view, put, delete, views):
+            writes += [
+                PutView(ViewRecord(name, key, self._codec.encode_events([document])))
+                for key, document in puts.items()
+            ]
+            writes += [DeleteView(name, key) for key in deletes]
         await self._save_checkpoint(writes)
 
     async def _save_checkpoint(self, writes: list[Write]) -> None:

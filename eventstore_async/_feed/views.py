@@ -18,8 +18,10 @@ from .._validation import check_aggregate_id
 
 __all__ = [
     "MAX_PROJECTED_DOCUMENTS",
+    "ViewChanges",
     "check_documents",
     "check_name",
+    "check_projection",
     "check_view_key",
     "check_view_name",
 ]
@@ -44,6 +46,62 @@ def check_view_name(value: Any) -> str:
 def check_view_key(value: Any, argument: str = "key") -> str:
     """Document keys follow the rules of aggregate ids."""
     return check_aggregate_id(value, argument)
+
+
+#: One view's checked changes: (view, documents to put by key, keys to delete).
+ViewChanges = tuple[str, dict[str, Any], list[str]]
+
+
+def check_projection(view: Any, put: Any, delete: Any, views: Any) -> list[ViewChanges]:
+    """``project()``'s arguments, checked: ``view``/``put``/``delete`` for one view, and
+    ``views`` (view name -> ``{"put": {...}, "delete": [...]}``) for more, all in one
+    transaction, so :data:`MAX_PROJECTED_DOCUMENTS` counts them all.
+
+    Raises:
+        InvalidInputError: as :func:`check_documents` (``argument`` prefixed with
+            ``views[<name>].`` for an entry of ``views``), a view named twice, an entry
+            that is not a mapping of ``put``/``delete``, or more than
+            :data:`MAX_PROJECTED_DOCUMENTS` documents over all views.
+    """
+    changes: list[ViewChanges] = []
+    if view is not None or put is not None or delete:
+        name = check_view_name(view)
+        changes.append((name, *check_documents(put, delete)))
+    for name, spec in _view_specs(views):
+        if any(name == seen for seen, _, _ in changes):
+            raise InvalidInputError(f"views[{name!r}]", "names a view given twice")
+        changes.append((name, *_checked_spec(name, spec)))
+    total = sum(len(puts) + len(deletes) for _, puts, deletes in changes)
+    if total > MAX_PROJECTED_DOCUMENTS:
+        raise InvalidInputError(
+            "views",
+            f"{total} documents to put and delete over {len(changes)} views, over the "
+            f"limit of {MAX_PROJECTED_DOCUMENTS} per project() (a transaction holds "
+            f"{MAX_TRANSACTION_ACTIONS} actions, one is the checkpoint)",
+        )
+    return changes
+
+
+def _view_specs(views: Any) -> list[tuple[str, Any]]:
+    if views is None:
+        return []
+    if not isinstance(views, Mapping):
+        raise InvalidInputError(
+            "views", f"must be a mapping of view name to changes, not {type(views).__name__}"
+        )
+    return [(check_name(name, "views"), spec) for name, spec in views.items()]
+
+
+def _checked_spec(name: str, spec: Any) -> tuple[dict[str, Any], list[str]]:
+    argument = f"views[{name!r}]"
+    if not isinstance(spec, Mapping) or not set(spec) <= {"put", "delete"}:
+        raise InvalidInputError(
+            argument, 'must be a mapping with "put" (key -> document) and/or "delete" (keys)'
+        )
+    try:
+        return check_documents(spec.get("put"), spec.get("delete", ()))
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"{argument}.{exc.argument}", exc.problem) from None
 
 
 def check_documents(put: Any, delete: Any) -> tuple[dict[str, Any], list[str]]:
