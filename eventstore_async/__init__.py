@@ -46,13 +46,14 @@ from ._models import (
     VerifyReport,
 )
 from ._store import EventStore
-from .domain import Decider, Loaded, Outcome, Repository
+from .domain import Aggregate, Decider, Loaded, Outcome, Repository, applies
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ANY",
     "AccessDeniedError",
+    "Aggregate",
     "AggregateHead",
     "AggregateHistory",
     "AggregateNotFoundError",
@@ -88,4 +89,5 @@ __all__ = [
     "SweepReport",
     "VerifyProblem",
     "VerifyReport",
+    "applies",
 ]

@@ -17,7 +17,7 @@ from collections.abc import (
 from contextlib import aclosing
 from datetime import timedelta
 from types import TracebackType
-from typing import Any, Literal, Self, TypeVar
+from typing import Any, Literal, Self, TypeVar, overload
 
 import anyio
 import msgspec
@@ -69,7 +69,9 @@ from ._write.batch import check_append, check_batch
 from ._write.markers import landed_version
 from ._write.snapshots import SnapshotWriter, check_keep, check_schema
 from ._write.writer import ChangeSetWriter
+from .domain._aggregate import Aggregate
 from .domain._commands import Commands, DeciderLike
+from .domain._decider import Decider
 from .domain._repository import Outcome, Repository
 
 __all__ = ["EventStore"]
@@ -83,6 +85,8 @@ class _State(enum.Enum):
 
 
 _Method = TypeVar("_Method", bound=Callable[..., Awaitable[Any]])
+_S = TypeVar("_S")
+_A = TypeVar("_A", bound=Aggregate)
 
 
 def _operation(method: _Method) -> _Method:
@@ -361,6 +365,10 @@ class EventStore:
 
     # -- commands (eventstore_async.domain) --------------------------------------------
 
+    @overload
+    def repository(self, decider: Decider[_S]) -> Repository[_S]: ...
+    @overload
+    def repository(self, decider: type[_A]) -> Repository[_A]: ...
     def repository(self, decider: DeciderLike) -> Repository[Any]:
         """The repository of ``decider`` (a :class:`Decider` or an :class:`Aggregate`
         subclass): ``get`` and ``execute`` commands. The same decider gets the same

@@ -12,11 +12,12 @@ from collections.abc import Callable
 
 import msgspec
 
-from eventstore_async import Decider
+from eventstore_async import Aggregate, Decider, applies
 
 __all__ = [
     "EVENT_TYPES",
     "Account",
+    "AccountAggregate",
     "Deposited",
     "Opened",
     "Refused",
@@ -111,3 +112,41 @@ def _check_amount(account: Account, amount: int) -> None:
         raise Refused("no such account")
     if amount <= 0:
         raise Refused("the amount must be positive")
+
+
+class AccountAggregate(Aggregate):
+    """The same account in the class-based style: methods check and record events,
+    handlers (by decorator or by the name ``on_<Event>``) change the attributes."""
+
+    aggregate_type = "account"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.owner: str | None = None
+        self.balance = 0
+
+    def open(self, owner: str) -> None:
+        if self.owner is not None:
+            raise Refused("the account is already open")
+        self.record(Opened(owner=owner))
+
+    def deposit(self, amount: int) -> None:
+        _check_amount(Account(owner=self.owner, balance=self.balance), amount)
+        self.record(Deposited(amount=amount))
+
+    def withdraw(self, amount: int) -> None:
+        _check_amount(Account(owner=self.owner, balance=self.balance), amount)
+        if self.balance < amount:
+            raise Refused(f"overdraft: the balance is {self.balance}, {amount} asked")
+        self.record(Withdrawn(amount=amount))
+
+    @applies(Opened)
+    def _opened(self, event: Opened) -> None:
+        self.owner = event.owner
+
+    @applies(Deposited)
+    def _deposited(self, event: Deposited) -> None:
+        self.balance += event.amount
+
+    def on_Withdrawn(self, event: Withdrawn) -> None:
+        self.balance -= event.amount

@@ -3,8 +3,9 @@
 The public names are re-exported from :mod:`eventstore_async`.
 """
 
+from ._aggregate import Aggregate, applies
 from ._cache import Loaded
 from ._decider import Decider
 from ._repository import Outcome, Repository
 
-__all__ = ["Decider", "Loaded", "Outcome", "Repository"]
+__all__ = ["Aggregate", "Decider", "Loaded", "Outcome", "Repository", "applies"]
