@@ -1,19 +1,21 @@
 """A walk through the store on the embedded emulator: ``python -m eventstore_async.demo``.
 
 Starts the emulator, creates the schema, runs a small order domain (appends, a lost
-race between two writers, an idempotent retry, a load), prints what happened, and
-stops the emulator.
+race between two writers, an idempotent retry, a load), then the same domain as
+commands through a repository (a decider, a conflict decided again, a command id
+retried, a refusal), prints what happened, and stops the emulator.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 
 import anyio
 import msgspec
 
-from . import ANY, ConcurrencyError, EventStore, StoreConfig
+from . import ANY, ConcurrencyError, Decider, EventStore, StoreConfig
 from .emulator import Emulator
 
 
@@ -75,6 +77,70 @@ async def run(store: EventStore) -> None:
     print(f"order total: {total_cents(history.events) / 100:.2f}")
 
 
+class Order(msgspec.Struct, frozen=True):
+    """An order's state, folded from its events by the decider below."""
+
+    placed: bool = False
+    items: int = 0
+    shipped: bool = False
+
+
+def evolve(order: Order, event: object) -> Order:
+    if isinstance(event, OrderPlaced):
+        return Order(placed=True)
+    if isinstance(event, ItemAdded):
+        return Order(placed=True, items=order.items + event.qty, shipped=order.shipped)
+    if isinstance(event, OrderShipped):
+        return Order(placed=True, items=order.items, shipped=True)
+    return order
+
+
+ORDERS = Decider(Order, evolve, aggregate_type="Order", cache_size=100)
+
+
+class OrderClosed(Exception):
+    """A refusal: a shipped order takes no more items."""
+
+
+def add_item(sku: str) -> Callable[[Order], list[object]]:
+    def decide(order: Order) -> list[object]:
+        if order.shipped:
+            raise OrderClosed(f"cannot add {sku}: the order has shipped")
+        events: list[object] = [] if order.placed else [OrderPlaced("ada")]
+        return [*events, ItemAdded(sku, 1, 500)]
+
+    return decide
+
+
+def ship(order: Order) -> list[object]:
+    return [] if order.shipped else [OrderShipped("ups")]
+
+
+async def run_commands(store: EventStore, other: EventStore) -> None:
+    """Commands: decide on the state, append at its version, decide again on a conflict."""
+    order = f"order-{uuid.uuid4().hex[:8]}"
+    mine, theirs = store.repository(ORDERS), other.repository(ORDERS)
+    first = await mine.execute(order, add_item("book"))
+    print(f"commands on {order}: v{first.version} {first.state}")
+    await theirs.execute(order, add_item("pen"))  # "another process"
+    decides = 0
+
+    def counted(state: Order) -> list[object]:
+        nonlocal decides
+        decides += 1
+        return add_item("mug")(state)
+
+    raced = await mine.execute(order, counted)
+    print(f"  its cache was stale: decided {decides} times -> v{raced.version} {raced.state}")
+    shipped = await mine.execute(order, ship, command_id="ship-1")
+    again = await theirs.execute(order, ship, command_id="ship-1")
+    print(f"  shipped at v{shipped.version}; the retried command id -> v{again.version}")
+    try:
+        await mine.execute(order, add_item("lamp"))
+    except OrderClosed as refusal:
+        print(f"  refused, nothing written: {refusal}")
+
+
 async def race_two_writers(store: EventStore, order: str, *, expected: int) -> list[str]:
     results: list[str] = []
 
@@ -103,10 +169,13 @@ async def main() -> None:
             aws_access_key_id="demo",
             aws_secret_access_key="demo",
         )
-        async with EventStore(config, types=[OrderPlaced, ItemAdded, OrderShipped]) as store:
+        types: list[type[msgspec.Struct]] = [OrderPlaced, ItemAdded, OrderShipped]
+        async with EventStore(config, types=types) as store:
             await store.create_schema()
             print(f"schema ready: {config.table_name} / {config.bucket_name}")
             await run(store)
+            async with EventStore(config, types=types) as other:
+                await run_commands(store, other)
     print("emulator stopped")
 
 

@@ -14,6 +14,9 @@
     GET /summaries/{id}                                  the read model (feed on)
         200 {"version": 3, "events": 5, "last_commit_id": "..."}
         404 {"error": "not_found", ...}                   not projected yet
+    POST /accounts/{id}/open | deposit | withdraw, POST /transfers, GET /accounts/{id}
+        commands on a bank account through a repository (examples/bank_api.py):
+        422 for a refusal (overdraft), 409 only after 3 conflicting decides
 
 With the global feed on (``feed_shards > 0``, as in ``--emulator`` and ``--memory``),
 a subscription in the lifespan keeps a read model of per-aggregate summaries, written
@@ -56,6 +59,8 @@ from eventstore_async import (
     StoreClosedError,
     StoreConfig,
 )
+
+from . import bank_api
 
 __all__ = ["AppendBody", "StoreFactory", "create_app", "main", "project_summaries"]
 
@@ -187,6 +192,7 @@ EXCEPTION_HANDLERS = {
     ConcurrencyError: conflict,
     AggregateNotFoundError: not_found,
     StorageUnavailableError: unavailable,
+    **bank_api.EXCEPTION_HANDLERS,
 }
 
 
@@ -201,6 +207,7 @@ def create_app(open_store: StoreFactory | None = None) -> Starlette:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with factory() as store, anyio.create_task_group() as background:
             app.state.store = store
+            bank_api.prepare(store)
             if store.config.feed_shards:
                 background.start_soon(project_summaries, store)
             # What is alive now lives as long as the app (~100k objects: the clients,
@@ -215,6 +222,7 @@ def create_app(open_store: StoreFactory | None = None) -> Starlette:
         Route("/aggregates/{aggregate_id}/changesets", append, methods=["POST"]),
         Route("/aggregates/{aggregate_id}", load, methods=["GET"]),
         Route("/summaries/{aggregate_id}", summary, methods=["GET"]),
+        *bank_api.ROUTES,
     ]
     return Starlette(routes=routes, exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
 

@@ -170,3 +170,62 @@ async def summary_at(client: httpx.AsyncClient, aggregate_id: str, version: int)
             if response.status_code == 200 and response.json()["version"] == version:
                 return response.json()
             await anyio.sleep(0.01)
+
+
+# -- the command endpoints (examples/bank_api.py) -----------------------------------------
+
+
+async def command(client: httpx.AsyncClient, path: str, **body: object) -> httpx.Response:
+    return await client.post(path, json=body)
+
+
+async def test_account_commands(client: httpx.AsyncClient) -> None:
+    opened = await command(client, "/accounts/acct-1/open", owner="ada")
+    assert opened.status_code == 200
+    assert opened.json() == {"account": "acct-1", "version": 1, "owner": "ada", "balance": 0}
+    await command(client, "/accounts/acct-1/deposit", amount=10)
+    withdrawn = await command(client, "/accounts/acct-1/withdraw", amount=4, command_id="w-1")
+    assert withdrawn.json()["balance"] == 6
+    again = await command(client, "/accounts/acct-1/withdraw", amount=4, command_id="w-1")
+    assert again.json() == withdrawn.json()  # the retry landed nothing
+    loaded = await client.get("/accounts/acct-1")
+    assert (loaded.status_code, loaded.json()["balance"], loaded.json()["version"]) == (200, 6, 3)
+
+
+async def test_an_overdraft_is_422_and_a_missing_account_404(client: httpx.AsyncClient) -> None:
+    await command(client, "/accounts/acct-1/open", owner="ada")
+    refused = await command(client, "/accounts/acct-1/withdraw", amount=1)
+    assert refused.status_code == 422
+    assert refused.json()["error"] == "refused" and "overdraft" in refused.json()["detail"]
+    assert (await client.get("/accounts/nobody")).status_code == 404
+    bad = await command(client, "/accounts/acct-1/deposit", amount="ten")
+    assert bad.status_code == 400
+
+
+async def test_a_transfer_moves_money_in_one_commit(client: httpx.AsyncClient) -> None:
+    for name in ("a", "b"):
+        await command(client, f"/accounts/{name}/open", owner=name)
+    await command(client, "/accounts/a/deposit", amount=10)
+    moved = await client.post("/transfers", json={"from": "a", "to": "b", "amount": 7})
+    assert moved.status_code == 200
+    assert (moved.json()["from"]["balance"], moved.json()["to"]["balance"]) == (3, 7)
+    too_much = await client.post("/transfers", json={"from": "a", "to": "b", "amount": 7})
+    assert too_much.status_code == 422
+    assert (await client.get("/accounts/b")).json()["balance"] == 7
+
+
+async def test_a_command_is_409_only_after_max_attempts(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from eventstore_async import ConcurrencyError
+
+    await command(client, "/accounts/acct-1/open", owner="ada")
+    calls: list[int] = []
+
+    async def always_conflicting(self: Any, appends: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        raise ConcurrencyError("acct-1", 1, 2)
+
+    monkeypatch.setattr(EventStore, "_append_commands", always_conflicting)
+    response = await command(client, "/accounts/acct-1/deposit", amount=1)
+    assert response.status_code == 409 and len(calls) == 3  # three decides, then 409
