@@ -25,6 +25,12 @@ still varies, so a violation is replayed by the scripted regression test it lead
 Options that make the run closer to production and expose known bugs (see the report):
 ``--emulate-request-tokens`` (DynamoDB's ClientRequestToken semantics, which moto
 lacks) and ``--offload-ratio 0.1`` (offloaded change sets, then a sweep).
+
+While the writers run, a sweeper (directly against the emulator) sweeps every shard
+again and again with the shortest legal ``older_than`` (the commit window, kept short by
+``--append-deadline-seconds`` and ``--max-upload-seconds``), and ``--snapshot-ratio`` of
+the writers' steps save snapshots: an in-flight append or save whose object a sweep
+deleted shows up as a pointer to a missing object.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import tempfile
 import time
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -46,7 +53,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from eventstore_async import EventStore, StoreConfig
+from eventstore_async import EventStore, StorageError, StoreConfig
 from eventstore_async.emulator import Emulator
 
 from .checker import CheckReport, Expectations, Shard, check
@@ -77,7 +84,12 @@ class ChaosOptions:
     #: run waits out the commit window, sweeps orphans, and then checks none is left
     offload_ratio: float = 0.05  # change sets big enough to go to S3
     offload_threshold_bytes: int = 2048
-    max_upload_seconds: float = 10.0
+    #: with the append deadline, these make the commit window (the sweeper's older_than)
+    max_upload_seconds: float = 5.0
+    append_deadline_seconds: float = 20.0
+    snapshot_ratio: float = 0.03  # share of the writers' steps that save a snapshot
+    sweep_during: bool = True  # a sweeper runs while the writers append
+    sweep_pause: float = 1.0  # seconds between the sweeper's rounds over every shard
     fault_log: str | None = None
     writer_timeout: float = 1800.0
 
@@ -90,6 +102,7 @@ class ChaosResult:
     writer_stderr: list[str]
     head_failures: Counter[str]
     unknown_retries: int
+    snapshots: Counter[str]
     proxy: dict[str, Any]
     check: CheckReport
     elapsed: float
@@ -121,6 +134,7 @@ def direct_config(options: ChaosOptions, endpoint_url: str, shard: Shard) -> Sto
         max_attempts=options.max_attempts,
         offload_threshold_bytes=options.offload_threshold_bytes,
         max_upload_seconds=options.max_upload_seconds,
+        append_deadline_seconds=options.append_deadline_seconds,
     )
 
 
@@ -135,7 +149,7 @@ async def sweep(options: ChaosOptions, endpoint_url: str, shards: list[Shard]) -
     """Wait out the commit window, then sweep every shard's orphans (directly)."""
     configs = [direct_config(options, endpoint_url, shard) for shard in shards]
     window = timedelta(seconds=configs[0].commit_window_seconds)
-    await anyio.sleep(window.total_seconds() + 1.0)
+    await anyio.sleep(window.total_seconds() + 2.0)  # S3 stamps round down to the second
     figures: Counter[str] = Counter()
     for config in configs:
         async with EventStore(config) as store:
@@ -144,6 +158,50 @@ async def sweep(options: ChaosOptions, endpoint_url: str, shards: list[Shard]) -
         figures["sweep_objects_deleted"] += len(report.objects_deleted)
         figures["sweep_uploads_aborted"] += report.uploads_aborted
     return figures
+
+
+async def sweep_during(
+    options: ChaosOptions, endpoint_url: str, shards: list[Shard], stop: anyio.Event
+) -> Counter[str]:
+    """Sweep every shard (directly) with the shortest legal ``older_than`` until ``stop``."""
+    configs = [direct_config(options, endpoint_url, shard) for shard in shards]
+    window = timedelta(seconds=configs[0].commit_window_seconds)
+    figures: Counter[str] = Counter()
+    async with AsyncExitStack() as stack:
+        stores = [await stack.enter_async_context(EventStore(c)) for c in configs]
+        while not stop.is_set():
+            for store in stores:
+                try:
+                    report = await store.sweep_orphans(older_than=window)
+                except StorageError as exc:
+                    figures[f"sweeper_error:{exc.code}"] += 1
+                    continue
+                figures["sweeper_objects_deleted"] += len(report.objects_deleted)
+                figures["sweeper_uploads_aborted"] += report.uploads_aborted
+            figures["sweeper_rounds"] += 1
+            with anyio.move_on_after(options.sweep_pause):
+                await stop.wait()
+    return figures
+
+
+async def write_and_sweep(
+    options: ChaosOptions, endpoint_url: str, proxy_url: str, shards: list[Shard], workdir: Path
+) -> tuple[list[dict[str, Any]], list[str], Counter[str]]:
+    """The writers through the proxy, and (with ``sweep_during``) the sweeper beside them."""
+    stop = anyio.Event()
+    figures: Counter[str] = Counter()
+
+    async def sweeper() -> None:
+        figures.update(await sweep_during(options, endpoint_url, shards, stop))
+
+    async with anyio.create_task_group() as group:
+        if options.sweep_during and options.offload_ratio > 0:
+            group.start_soon(sweeper)
+        try:
+            outputs, stderr = await run_writers(options, proxy_url, shards, workdir)
+        finally:
+            stop.set()
+    return outputs, stderr, figures
 
 
 async def run_writers(
@@ -170,6 +228,8 @@ async def run_writers(
             "offload_ratio": options.offload_ratio,
             "offload_threshold_bytes": options.offload_threshold_bytes,
             "max_upload_seconds": options.max_upload_seconds,
+            "append_deadline_seconds": options.append_deadline_seconds,
+            "snapshot_ratio": options.snapshot_ratio,
         }
         spec_path, out_path = workdir / f"spec-{process}.json", workdir / f"out-{process}.json"
         spec_path.write_text(json.dumps(spec))
@@ -206,7 +266,9 @@ async def run_chaos(options: ChaosOptions) -> ChaosResult:
             with tempfile.TemporaryDirectory(prefix="chaos-") as workdir:
                 async with proxy:
                     write_started = time.monotonic()
-                    outputs, stderr = await run_writers(options, proxy.url, shards, Path(workdir))
+                    outputs, stderr, sweeper_figures = await write_and_sweep(
+                        options, emulator.endpoint_url, proxy.url, shards, Path(workdir)
+                    )
                     write_elapsed = time.monotonic() - write_started
                 # The proxy is closed: every delayed request has landed or been dropped.
                 swept = options.offload_ratio > 0
@@ -220,6 +282,7 @@ async def run_chaos(options: ChaosOptions) -> ChaosResult:
                     lambda: check(emulator.endpoint_url, shards, expected, after_sweep=swept)
                 )
                 report.figures.update(sweep_figures)
+                report.figures.update(sweeper_figures)
     finally:
         if log_handler is not None:
             logging.getLogger("tests.chaos.proxy").removeHandler(log_handler)
@@ -231,6 +294,7 @@ async def run_chaos(options: ChaosOptions) -> ChaosResult:
         writer_stderr=stderr,
         head_failures=sum((Counter(out["head_failures"]) for out in outputs), Counter()),
         unknown_retries=sum(out["unknown_retries"] for out in outputs),
+        snapshots=sum((Counter(out["snapshots"]) for out in outputs), Counter()),
         proxy=proxy.summary(),
         check=report,
         elapsed=time.monotonic() - started,
@@ -282,6 +346,7 @@ def summarize(result: ChaosResult) -> dict[str, Any]:
         "unsettled_stored": figures["unsettled_stored"],
         "unsettled_absent": figures["unsettled_absent"],
         "other_errors": dict(errors),
+        "snapshot_steps": dict(result.snapshots),
         "head_read_failures": dict(result.head_failures),
         "proxy_requests": requests,
         "proxy_faulted": faulted,
@@ -336,6 +401,8 @@ def render(summary: dict[str, Any]) -> str:
         f"not stored {summary['unsettled_absent']}",
         f"  other errors        {sum(summary['other_errors'].values()):>7} "
         f"{_fmt(summary['other_errors'])}",
+        f"snapshot steps        {sum(summary['snapshot_steps'].values()):>7} "
+        f"{_fmt(summary['snapshot_steps'])}",
         f"head reads failed     {sum(summary['head_read_failures'].values()):>7} "
         f"{_fmt(summary['head_read_failures'])}",
         f"requests via proxy    {summary['proxy_requests']:>7} {_fmt(summary['proxy_operations'])}",
@@ -397,6 +464,9 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ChaosOptions, str | N
         "rate",
         "offload_ratio",
         "max_upload_seconds",
+        "append_deadline_seconds",
+        "snapshot_ratio",
+        "sweep_pause",
         "delay",
         "read_timeout",
         "connect_timeout",
@@ -412,6 +482,12 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ChaosOptions, str | N
         action=argparse.BooleanOptionalAction,
         default=defaults.emulate_request_tokens,
         help="emulate DynamoDB ClientRequestToken idempotency in the proxy (moto lacks it; on)",
+    )
+    parser.add_argument(
+        "--sweep-during",
+        action=argparse.BooleanOptionalAction,
+        default=defaults.sweep_during,
+        help="run a sweeper with the shortest legal older_than while the writers append (on)",
     )
     parser.add_argument("--fault-log", default=None, help="log every injected fault here")
     parser.add_argument("--json", default=None, help="also write the figures to this file")

@@ -18,6 +18,11 @@ commit id. The ledger written to OUT_JSON has one entry per attempted append:
   retries, ``final_error``), or ``abandoned`` (never retried);
 - ``error``: any other error, by class and code (``error``).
 
+Among the appends, a share of ``snapshot_ratio`` of the steps saves a snapshot of an
+aggregate at its version instead (some big enough to go to S3), then loads from it; the
+outcomes are counted under ``snapshots``. A saved snapshot that does not load
+(``IntegrityError``) is a violation.
+
 Anything the library must never do (a foreign exception escaping, an acknowledged change
 set that is not the one asked for) is listed under ``violations``.
 """
@@ -43,6 +48,7 @@ from eventstore_async import (
     ConcurrencyError,
     EventStore,
     EventStoreError,
+    IntegrityError,
     StorageError,
     StorageUnavailableError,
     StoreConfig,
@@ -74,6 +80,9 @@ class Spec:
     offload_ratio: float = 0.0
     offload_threshold_bytes: int = 2048
     max_upload_seconds: float = 10.0
+    append_deadline_seconds: float = 60.0
+    #: share of steps that save a snapshot instead of appending
+    snapshot_ratio: float = 0.0
 
     def config(self, shard: dict[str, str]) -> StoreConfig:
         return StoreConfig(
@@ -90,6 +99,7 @@ class Spec:
             max_pool_connections=max(4, self.tasks + 2),
             offload_threshold_bytes=self.offload_threshold_bytes,
             max_upload_seconds=self.max_upload_seconds,
+            append_deadline_seconds=self.append_deadline_seconds,
         )
 
 
@@ -99,6 +109,7 @@ class Ledger:
     violations: list[str] = field(default_factory=list)
     head_failures: Counter[str] = field(default_factory=Counter)
     unknown_retries: int = 0
+    snapshots: Counter[str] = field(default_factory=Counter)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -106,6 +117,7 @@ class Ledger:
             "violations": self.violations,
             "head_failures": dict(self.head_failures),
             "unknown_retries": self.unknown_retries,
+            "snapshots": dict(self.snapshots),
         }
 
 
@@ -133,6 +145,9 @@ class Writer:
         shard = self.rng.randrange(len(self.stores))
         aggregate = self.rng.choice(self.spec.aggregates)
         store = self.stores[shard]
+        if self.rng.random() < self.spec.snapshot_ratio:
+            await self.snapshot(store, shard, aggregate, attempt)
+            return
         use_any = self.rng.random() < self.spec.any_ratio
         expected: Any = ANY if use_any else await self.read_version(store, shard, aggregate)
         events: list[dict[str, Any]] = [
@@ -186,6 +201,40 @@ class Writer:
             op["outcome"] = "error"
             op["error"] = error_name(exc)
             self.ledger.violations.append(f"{op['commit_id']}: foreign exception {exc!r}")
+
+    async def snapshot(self, store: EventStore, shard: int, aggregate: str, attempt: int) -> None:
+        """Save a snapshot at the aggregate's version (sometimes offloaded), then load
+        from it: a saved snapshot must load."""
+        version = await self.read_version(store, shard, aggregate)
+        if version == 0:
+            self.ledger.snapshots["no_aggregate"] += 1
+            return
+        state: dict[str, Any] = {"writer": self.name, "n": attempt, "version": version}
+        if self.rng.random() < self.spec.offload_ratio * 4:
+            state["pad"] = self.rng.randbytes(self.spec.offload_threshold_bytes).hex()
+        try:
+            saved = await store.save_snapshot(aggregate, version, state, schema="chaos")
+        except EventStoreError as exc:
+            self.ledger.snapshots[f"save {error_name(exc)}"] += 1
+            return
+        except Exception as exc:
+            self.ledger.violations.append(f"save_snapshot({aggregate!r}): foreign {exc!r}")
+            return
+        self.ledger.snapshots["saved" if saved is not None else "not_needed"] += 1
+        if saved is not None:
+            await self.load_snapshot(store, shard, aggregate)
+
+    async def load_snapshot(self, store: EventStore, shard: int, aggregate: str) -> None:
+        try:
+            await store.load(aggregate, snapshot_schema="chaos")
+        except IntegrityError as exc:
+            self.ledger.violations.append(
+                f"shard {shard} {aggregate!r}: load after a snapshot save: {exc!r}"
+            )
+        except EventStoreError as exc:
+            self.ledger.snapshots[f"load {error_name(exc)}"] += 1
+        except Exception as exc:
+            self.ledger.violations.append(f"load({aggregate!r}): foreign exception {exc!r}")
 
     async def read_version(self, store: EventStore, shard: int, aggregate: str) -> int:
         """The aggregate's version now; after repeated failures, the last one seen."""
