@@ -21,6 +21,7 @@ import msgspec
 
 from ._errors import IntegrityError, InvalidInputError
 from ._models import RawEvent
+from ._nesting import MAX_NESTING, nests_deeper_than
 
 __all__ = ["FORMAT_FRAMED", "FORMAT_MSGPACK", "EventCodec", "FrameDecoder"]
 
@@ -92,6 +93,7 @@ class EventCodec:
         return bytes((FORMAT_MSGPACK,)) + body
 
     def _envelope(self, index: int, event: Any) -> tuple[str | None, Any]:
+        _check_nesting(f"events[{index}]", event.data if isinstance(event, RawEvent) else event)
         if isinstance(event, RawEvent):  # written back under the type it was read with
             if not isinstance(event.type, str) or not event.type:
                 raise InvalidInputError(f"events[{index}]", "a RawEvent's type must be a str")
@@ -227,6 +229,7 @@ class EventCodec:
         """
         if not all(isinstance(key, str) for key in metadata):
             raise InvalidInputError("metadata", "keys must be strings")
+        _check_nesting("metadata", metadata)
         try:
             return self._encoder.encode(metadata if isinstance(metadata, dict) else dict(metadata))
         except (TypeError, ValueError, OverflowError, msgspec.EncodeError) as exc:
@@ -243,6 +246,14 @@ class EventCodec:
         if not isinstance(value, dict):
             raise IntegrityError("change set metadata is not a map")
         return value
+
+
+def _check_nesting(argument: str, value: Any) -> None:
+    """Refuse a value msgspec could not decode again from every caller's stack."""
+    if nests_deeper_than(value, MAX_NESTING):
+        raise InvalidInputError(
+            argument, f"nests deeper than {MAX_NESTING} levels (or holds itself)"
+        )
 
 
 class FrameDecoder:
