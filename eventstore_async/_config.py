@@ -103,8 +103,9 @@ class StoreConfig:
     #: on a table must use the count recorded in it (refused otherwise). See the README
     #: ("Global feed").
     feed_shards: int = 0
-    #: An append that has not committed after this long stops retrying (see the
-    #: README's retry policy). Bounds every retry loop, and with it the sweep's grace.
+    #: An append or snapshot save that has not committed after this long stops
+    #: retrying (see the README's retry policy). Bounds every retry loop that can
+    #: commit a pointer to an object, and with it the sweep's grace.
     append_deadline_seconds: float = 60.0
     #: An upload that takes longer is deleted instead of committed, which bounds how
     #: long an object can wait for its transaction (see ``sweep_orphans``).
@@ -117,9 +118,10 @@ class StoreConfig:
 
     @property
     def commit_window_seconds(self) -> float:
-        """The longest an append may still commit after its object was started: the
-        upload (at most ``max_upload_seconds``), the append's deadline, and one more
-        request time for a transaction sent just before the deadline."""
+        """The longest an append or snapshot save may still commit after its object
+        was started: the upload (at most ``max_upload_seconds``), the deadline
+        (``append_deadline_seconds``), and one more request time for a transaction
+        sent just before the deadline."""
         return (
             self.max_upload_seconds
             + self.append_deadline_seconds

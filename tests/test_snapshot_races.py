@@ -478,3 +478,49 @@ async def test_a_landed_save_overwritten_before_its_retry_commits_a_fresh_object
     history = await store.load(aggregate, snapshot_schema="default")  # no IntegrityError
     assert history.snapshot is not None and history.snapshot.state == state(2)
     assert await bucket_keys(store) == {await snapshot_key(store, aggregate, 2)}
+
+
+# -- a save ends within the commit window, like an append -----------------------------------
+
+
+async def test_a_save_without_an_answer_ends_at_the_append_deadline(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(offload_threshold_bytes=THRESHOLD, append_deadline_seconds=0.3)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+
+    async def never_answers(plan: CommitPlan) -> None:
+        await anyio.Event().wait()
+
+    async with hooked(store, commit=never_answers) as saver:
+        with anyio.fail_after(10), pytest.raises(SnapshotOutcomeUnknownError) as unknown:
+            await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert (unknown.value.code, unknown.value.reason) == (None, "AppendDeadline")
+    assert len(await bucket_keys(store)) == 1  # it was in flight: left to the sweep
+
+
+async def test_a_save_that_keeps_losing_stops_at_the_append_deadline(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(
+        offload_threshold_bytes=THRESHOLD,
+        conflict_retries=100,
+        backoff_base=0.01,
+        backoff_max=0.02,
+        append_deadline_seconds=0.3,
+    )
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    commit, sent = refused_with("TransactionConflict", 1000, store._backend)
+
+    async with hooked(store, commit=commit) as saver:
+        with pytest.raises(StorageUnavailableError) as late:
+            await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert not isinstance(late.value, SnapshotOutcomeUnknownError)
+    assert (late.value.code, late.value.reason) == (None, "AppendDeadline")
+    assert 1 < len(sent) < 101
+    assert await bucket_keys(store) == set()  # nothing landed: its object is deleted
+    assert (await store._backend.get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]

@@ -36,7 +36,7 @@ later saves (which delete its object), it writes the state to a new object.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -44,6 +44,7 @@ import anyio
 from .._backends.protocol import Backend
 from .._config import StoreConfig
 from .._errors import (
+    APPEND_DEADLINE,
     AggregateNotFoundError,
     InvalidInputError,
     SnapshotOutcomeUnknownError,
@@ -103,9 +104,12 @@ def check_keep(keep: Any) -> int:
 @dataclass(slots=True)
 class _Sending:
     """Whether a transaction that may have landed was sent: then the new state's
-    object must not be deleted, a committed snapshot may point to it."""
+    object must not be deleted, a committed snapshot may point to it. ``record`` is
+    the state being saved, ``stale`` the objects its last attempt removes."""
 
     in_flight: bool = False
+    record: SnapshotRecord | None = None
+    stale: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,37 +125,59 @@ class SnapshotWriter:
         self._backend = backend
         self._offloader = offloader
         self._backoff = ConflictBackoff.of(config)
+        self._deadline = config.append_deadline_seconds
 
     async def save(
         self, aggregate_id: str, version: int, state: Any, schema: str, keep: int
     ) -> SnapshotRecord | None:
         """Store the snapshot; None when ``keep`` newer ones make it useless.
 
+        Once the state is encoded, the save commits within ``append_deadline_seconds``
+        like an append: an offloaded state is committed within the commit window the
+        sweep's grace period relies on.
+
         Raises:
-            SnapshotOutcomeUnknownError: sent, but whether it landed is unknown.
+            SnapshotOutcomeUnknownError: sent, but whether it landed is unknown (also
+                when the deadline passed with a transaction in flight).
             StorageError: cancelled for a reason no retry mends.
-            StorageUnavailableError: other saves kept coming first.
+            StorageUnavailableError: other saves kept coming first, or no commit
+                within the deadline (``reason`` ``"AppendDeadline"``); nothing was
+                written.
         """
         head = await self._head(aggregate_id, version)
         if _retention(head, schema, version, keep) is None:
             return None
-        for _ in range(FRESH_OBJECTS):
-            encoded = await self._offloader.encode(aggregate_id, [state])
-            record = _record(aggregate_id, version, schema, encoded)
+        encoded = await self._offloader.encode(aggregate_id, [state])
+        record = _record(aggregate_id, version, schema, encoded)
+        sending = _Sending()
+        with anyio.move_on_after(self._deadline):
+            return await self._save_fresh(head, record, state, keep, sending)
+        return await self._past_deadline(record, sending)
+
+    async def _save_fresh(
+        self, head: HeadRecord, record: SnapshotRecord, state: Any, keep: int, sending: _Sending
+    ) -> SnapshotRecord | None:
+        """Save ``record``; with a new object when its own may have been deleted."""
+        for _ in range(FRESH_OBJECTS - 1):
             try:
-                return await self._save(head, record, keep)
+                return await self._save(head, record, keep, sending)
             except _ObjectInDoubt as doubt:
                 head = doubt.head  # the object is deleted: save again with a new one
-        raise still_cancelled(
-            f"aggregate {aggregate_id!r}: snapshot at version {version}",
-            FRESH_OBJECTS,
-            {"ConditionalCheckFailed"},
-        )
+            encoded = await self._offloader.encode(record.aggregate_id, [state])
+            record = _record(record.aggregate_id, record.version, record.schema, encoded)
+        try:
+            return await self._save(head, record, keep, sending)
+        except _ObjectInDoubt:
+            raise still_cancelled(
+                f"aggregate {record.aggregate_id!r}: snapshot at version {record.version}",
+                FRESH_OBJECTS,
+                {"ConditionalCheckFailed"},
+            ) from None
 
     async def _save(
-        self, head: HeadRecord, record: SnapshotRecord, keep: int
+        self, head: HeadRecord, record: SnapshotRecord, keep: int, sending: _Sending
     ) -> SnapshotRecord | None:
-        sending = _Sending()
+        sending.in_flight, sending.record, sending.stale = False, record, []
         try:
             return await self._commit(head, record, keep, sending)
         except _Superseded:
@@ -162,6 +188,24 @@ class SnapshotWriter:
                 with anyio.CancelScope(shield=True):
                     await self._discard_state(record)
             raise
+
+    async def _past_deadline(self, first: SnapshotRecord, sending: _Sending) -> SnapshotRecord:
+        """No commit within the deadline. With a transaction in flight the snapshot is
+        read back (SnapshotOutcomeUnknownError unless it is there); otherwise nothing
+        was written and the state's object is already deleted."""
+        record = sending.record or first
+        timeout = StorageUnavailableError(
+            f"aggregate {record.aggregate_id!r}: no snapshot commit within the append "
+            f"deadline ({self._deadline:g} s)",
+            reason=APPEND_DEADLINE,
+            operation="TransactWriteItems",
+        )
+        if not sending.in_flight:
+            raise timeout
+        await self._settle(record, timeout)
+        for key in sending.stale:
+            await self._offloader.discard(key)
+        return record
 
     async def _commit(
         self, head: HeadRecord, record: SnapshotRecord, keep: int, sending: _Sending
@@ -182,16 +226,7 @@ class SnapshotWriter:
             stored = None
         if _is_same_snapshot(stored, record):
             return
-        raise SnapshotOutcomeUnknownError(
-            f"aggregate {record.aggregate_id!r}: the snapshot at version {record.version} "
-            f"(schema {record.schema!r}) may or may not have been saved ({exc}); saving "
-            "it again is safe",
-            code=exc.code,
-            reason=exc.reason,
-            operation=exc.operation,
-            aggregate_id=record.aggregate_id,
-            version=record.version,
-        ) from exc
+        raise _unknown(record, exc) from exc
 
     async def _head(self, aggregate_id: str, version: int) -> HeadRecord:
         head = await self._backend.get_head(aggregate_id)
@@ -249,7 +284,6 @@ class _SaveAttempts:
         self._record = record
         self._keep = keep
         self._sending = sending
-        self._stale: list[str] = []  # objects the last attempt sent removes
         self._refused_seq: int | None = None  # snap_seq the last refused attempt built on
 
     @property
@@ -268,7 +302,7 @@ class _SaveAttempts:
             raise _Superseded
         removed = await writer._objects_of(record, _removed(head, record, retention))
         own = record.pointer.key if record.pointer is not None else None
-        self._stale = [key for key in removed if key != own]
+        self._sending.stale = [key for key in removed if key != own]
         self._sending.in_flight = True
         try:
             await writer._backend.commit(_plan(head, record, retention))
@@ -299,7 +333,7 @@ class _SaveAttempts:
 
     async def _landed(self) -> SnapshotRecord:
         """Stored: delete the objects of the snapshots it evicted or overwrote."""
-        for key in self._stale:
+        for key in self._sending.stale:
             await self._writer._offloader.discard(key)
         return self._record
 
@@ -353,6 +387,7 @@ def _unknown(record: SnapshotRecord, exc: StorageError) -> SnapshotOutcomeUnknow
         f"(schema {record.schema!r}) may or may not have been saved ({exc}); saving "
         "it again is safe",
         code=exc.code,
+        reason=exc.reason,
         operation=exc.operation,
         aggregate_id=record.aggregate_id,
         version=record.version,
