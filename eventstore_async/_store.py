@@ -410,7 +410,11 @@ class EventStore:
 
     @_operation
     async def sweep_orphans(
-        self, *, older_than: timedelta = timedelta(hours=1), legacy_keys: bool = False
+        self,
+        *,
+        older_than: timedelta = timedelta(hours=1),
+        legacy_keys: bool = False,
+        dry_run: bool = False,
     ) -> SweepReport:
         """Delete offloaded objects that no change set references, and abort old
         multipart uploads: what a writer that crashed mid-append left behind.
@@ -423,7 +427,8 @@ class EventStore:
         only with ``legacy_keys=True``, which says that no other table ever wrote under
         this bucket's ``key_prefix`` (see the README, "Sharing a bucket"). Costs one
         LIST per 1,000 objects and one Query (pointer attributes) per aggregate with
-        old objects.
+        old objects. With ``dry_run`` nothing is deleted or aborted: the report says
+        what would be.
 
         Raises:
             InvalidInputError: ``older_than`` is shorter than the commit window, or
@@ -442,7 +447,7 @@ class EventStore:
         if objects is None:
             return SweepReport(objects_scanned=0, objects_deleted=(), uploads_aborted=0)
         config = self._config
-        scope = SweepScope(config.key_prefix, config.table_name, legacy_keys)
+        scope = SweepScope(config.key_prefix, config.table_name, legacy_keys, bool(dry_run))
         return await sweep_orphans(self._backend, objects, scope, older_than)
 
     @_operation

@@ -32,6 +32,7 @@ from .._records import (
     DeleteView,
     FeedAdvance,
     FeedCounterRecord,
+    FeedEntryRecord,
     HeadRecord,
     HeadWrite,
     LeaseWrite,
@@ -46,6 +47,7 @@ from .._records import (
     SnapshotIndexWrite,
     SnapshotRecord,
     SortKey,
+    ViewRecord,
     Write,
     checkpoint_partition,
     feed_partition,
@@ -58,6 +60,14 @@ from .aws.items import change_set_item_size, companion_items_size
 from .protocol import ObjectInfo, Page, ScanPage, UploadInfo
 
 __all__ = ["MemoryBackend"]
+
+#: The ``kind`` attribute of system items (see ``aws/items.py``) -> their record type.
+_SYSTEM_KINDS: dict[str, type] = {
+    "feed_counter": FeedCounterRecord,
+    "feed_entry": FeedEntryRecord,
+    "checkpoint": CheckpointRecord,
+    "view": ViewRecord,
+}
 
 _DEFAULT_PAGE = 1000
 
@@ -162,8 +172,11 @@ class MemoryBackend:
             if isinstance(record, ChangeSetRecord | SnapshotRecord) and record.pointer is not None
         }
 
-    async def scan(self) -> AsyncGenerator[ScanPage, None]:
-        records: ScanPage = [r for part in self._table.values() for r in part.values()]
+    async def scan(self, *, kind: str | None = None) -> AsyncGenerator[ScanPage, None]:
+        wanted = _SYSTEM_KINDS.get(kind or "", object)
+        records: ScanPage = [
+            r for part in self._table.values() for r in part.values() if isinstance(r, wanted)
+        ]
         for start in range(0, len(records), self._page_size):
             await anyio.lowlevel.checkpoint()
             yield records[start : start + self._page_size]

@@ -148,8 +148,9 @@ class Backend(Protocol):
     async def referenced_objects(self, aggregate_id: str) -> set[str]:
         """Object keys the aggregate's change sets point to."""
 
-    def scan(self) -> AsyncGenerator[ScanPage, None]:
-        """Every item of the table, page by page (consistent; for operators' checks)."""
+    def scan(self, *, kind: str | None = None) -> AsyncGenerator[ScanPage, None]:
+        """Every item of the table, page by page (consistent; for operators' checks), or
+        only the system items of one ``kind`` (``"checkpoint"``, ``"feed_entry"``...)."""
         ...
 
     def query(

@@ -45,6 +45,8 @@ class SweepScope:
     prefix: str
     table: str
     legacy_keys: bool
+    #: Only report what would be deleted and aborted.
+    dry_run: bool = False
 
     def owner(self, key: str) -> KeyOwner | None:
         return owner_of_key(self.prefix, self.table, key)
@@ -70,7 +72,8 @@ async def sweep_orphans(
         referenced = await backend.referenced_objects(aggregate_id)
         for key in keys:
             if key not in referenced:
-                await objects.delete(key)
+                if not scope.dry_run:
+                    await objects.delete(key)
                 deleted.append(key)
     aborted = await _abort_old_uploads(objects, scope, cutoff)
     return SweepReport(
@@ -102,6 +105,6 @@ async def _abort_old_uploads(objects: ObjectStore, scope: SweepScope, cutoff: da
         async for upload in objects.list_uploads(scope.prefix)
         if is_older(upload.initiated, cutoff) and scope.may_delete(scope.owner(upload.key))
     ]
-    for upload in old:
+    for upload in [] if scope.dry_run else old:
         await abort_quietly(objects, upload.key, upload.upload_id)
     return len(old)

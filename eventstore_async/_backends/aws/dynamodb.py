@@ -315,8 +315,12 @@ class DynamoDBBackend:
                 return keys
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
-    async def scan(self) -> AsyncGenerator[ScanPage, None]:
+    async def scan(self, *, kind: str | None = None) -> AsyncGenerator[ScanPage, None]:
         params: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        if kind is not None:  # still reads (and pays for) the whole table
+            params["FilterExpression"] = "#k = :kind"
+            params["ExpressionAttributeNames"] = {"#k": "kind"}
+            params["ExpressionAttributeValues"] = {":kind": {"S": kind}}
         while True:
             with translate_errors("Scan", table=self._table):
                 response = await self._dynamodb.scan(**params)
