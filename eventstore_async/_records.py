@@ -15,6 +15,7 @@ from decimal import Decimal
 import msgspec
 
 __all__ = [
+    "MAX_ENTRY_TYPE_BYTES",
     "MAX_TRANSACTION_ACTIONS",
     "TRANSIENT_CODES",
     "ChangeSetRecord",
@@ -126,6 +127,10 @@ class FeedEntryRecord(msgspec.Struct, frozen=True, gc=False):
     commit_id: str
     timestamp_us: int
     event_count: int
+    #: The aggregate type given on the append (None: none given, or an older entry).
+    aggregate_type: str | None = None
+    #: The change set's distinct event type names, sorted (None: not known).
+    event_types: tuple[str, ...] | None = None
 
 
 class FeedShapeRecord(msgspec.Struct, frozen=True, gc=False):
@@ -335,6 +340,10 @@ Write = (
     | DeleteView
 )
 
+
+#: Event type names a feed entry carries at most (UTF-8 bytes, all names together); a
+#: change set with more leaves them out and a filter reads it instead.
+MAX_ENTRY_TYPE_BYTES = 1024
 
 #: DynamoDB's limit on actions in one TransactWriteItems (each on another item).
 MAX_TRANSACTION_ACTIONS = 100

@@ -33,6 +33,7 @@ from ._errors import (
     InvalidInputError,
     StoreClosedError,
 )
+from ._feed.filters import FeedFilter, check_type_names
 from ._feed.shape import FeedShape
 from ._feed.subscription import Subscription, SubscriptionSettings
 from ._feed.views import check_name, check_view_key, check_view_name
@@ -649,6 +650,8 @@ class EventStore:
         poll_interval: float = 0.05,
         max_poll_interval: float = 1.0,
         wait: bool = True,
+        aggregate_types: Iterable[str] | None = None,
+        event_types: Iterable[str] | None = None,
     ) -> Subscription:
         """A catch-up subscription to the global feed (needs ``feed_shards > 0``).
 
@@ -661,6 +664,10 @@ class EventStore:
         One consumer per name at a time; another waits (or, with ``wait=False``,
         raises :class:`SubscriptionBusyError`) until the lease is released or expires
         after ``lease_seconds``.
+
+        With ``aggregate_types`` and/or ``event_types`` only change sets of those
+        aggregate types holding an event of those types are delivered (whole); the
+        checkpoint moves past the others. See the README ("Filtered subscriptions").
 
         Raises:
             InvalidInputError: a bad argument (``max_poll_interval`` below
@@ -679,6 +686,10 @@ class EventStore:
             poll_max=check_seconds(max_poll_interval, "max_poll_interval", 0.001, 600.0),
             wait=bool(wait),
             backoff=ConflictBackoff.of(self._config),
+            filter=FeedFilter(
+                check_type_names(aggregate_types, "aggregate_types"),
+                check_type_names(event_types, "event_types"),
+            ),
         )
         if not settings.shards:
             raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")

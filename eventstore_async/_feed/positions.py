@@ -31,6 +31,7 @@ from .._records import (
     feed_partition,
 )
 from .._write.plan import AppendRequest
+from .filters import event_type_names
 
 __all__ = ["FeedPositions", "shard_of"]
 
@@ -126,4 +127,6 @@ def _entry(
         commit_id=request.commit_id,
         timestamp_us=timestamp_us,
         event_count=request.event_count,
+        aggregate_type=request.aggregate_type,
+        event_types=event_type_names(request.events, request.event_count),
     )

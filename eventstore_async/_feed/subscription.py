@@ -60,6 +60,7 @@ from .._records import (
     DeleteView,
     FeedCounterRecord,
     FeedEntryRecord,
+    HeadRecord,
     LeaseWrite,
     PutView,
     ViewRecord,
@@ -69,6 +70,7 @@ from .._records import (
 )
 from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
 from .._timeutil import now_us
+from .filters import FeedFilter
 from .outage import OutageBackoff, hold_on
 from .shape import FeedShape
 from .views import check_projection
@@ -76,6 +78,8 @@ from .views import check_projection
 __all__ = ["Subscription", "SubscriptionSettings"]
 
 _PAGE = 100
+#: Aggregate types a filtered subscription remembers (then it starts over).
+_TYPE_CACHE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,8 @@ class SubscriptionSettings:
     backoff: ConflictBackoff
     #: How reads, saves and renewals wait out ``StorageUnavailableError``.
     outage: OutageBackoff = field(default_factory=OutageBackoff)
+    #: Which change sets to deliver.
+    filter: FeedFilter = field(default_factory=FeedFilter)
 
     def __post_init__(self) -> None:
         if self.poll_max < self.poll_min:
@@ -110,9 +116,12 @@ class SubscriptionSettings:
 
 @dataclass(frozen=True, slots=True)
 class _Delivery:
+    """A change set at a shard's position; ``None``: entries up to the position were
+    skipped by the filter (the checkpoint moves past them once the consumer gets here)."""
+
     shard: int
     position: int
-    change_set: ChangeSet
+    change_set: ChangeSet | None
 
 
 class Subscription:
@@ -140,6 +149,7 @@ class Subscription:
         self._lost: LeaseLostError | None = None
         self._failure: Exception | None = None
         self._renewal = anyio.CancelScope()  # cancelled when the lease is lost
+        self._types: dict[str, str] = {}  # aggregate id -> type, for a type filter
         #: Seconds from the last delivered change set's commit to its delivery.
         self.last_lag_seconds: float | None = None
 
@@ -243,13 +253,16 @@ class Subscription:
     async def __anext__(self) -> ChangeSet:
         if self._receive is None:
             raise RuntimeError("use the subscription inside 'async with'")
-        try:
-            delivery = await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise self._lost or self._failure or StopAsyncIteration() from None
-        self._delivered[delivery.shard] = delivery.position
-        self.last_lag_seconds = max(0.0, (now_us() - _timestamp_us(delivery)) / 1e6)
-        return delivery.change_set
+        while True:
+            try:
+                delivery = await self._receive.receive()
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                raise self._lost or self._failure or StopAsyncIteration() from None
+            self._delivered[delivery.shard] = delivery.position
+            change_set = delivery.change_set
+            if change_set is not None:
+                self.last_lag_seconds = max(0.0, (now_us() - _timestamp_us(change_set)) / 1e6)
+                return change_set
 
     async def checkpoint(self) -> None:
         """Save progress: everything delivered so far counts as processed.
@@ -480,13 +493,54 @@ class Subscription:
             feed_partition(shard), positions[shard] + 1, _PAGE
         )
         entries = [r for r in records if isinstance(r, FeedEntryRecord)]
-        found = await self._backend.get_many([(e.aggregate_id, e.version) for e in entries])
-        stored = [_change_set(e, f) for e, f in zip(entries, found, strict=True)]
-        change_sets = await self._decoder.change_sets(stored)
-        for entry, change_set in zip(entries, change_sets, strict=True):
-            await send.send(_Delivery(shard, entry.position, change_set))
-            positions[shard] = entry.position
+        if not entries:
+            return 0
+        kept = await self._kept(entries)
+        found = await self._backend.get_many([(e.aggregate_id, e.version) for e, _ in kept])
+        stored = [_change_set(e, f) for (e, _), f in zip(kept, found, strict=True)]
+        change_sets = await self._decoder.change_sets(stored) if stored else []
+        for (entry, sure), change_set in zip(kept, change_sets, strict=True):
+            if sure or self._settings.filter.by_change_set(change_set):
+                await send.send(_Delivery(shard, entry.position, change_set))
+                positions[shard] = entry.position
+        if positions[shard] != entries[-1].position:  # the page ended with skipped ones
+            await send.send(_Delivery(shard, entries[-1].position, None))
+            positions[shard] = entries[-1].position
         return len(entries)
+
+    async def _kept(self, entries: list[FeedEntryRecord]) -> list[tuple[FeedEntryRecord, bool]]:
+        """The entries whose change sets are read: ``True`` when the entry says they
+        match, ``False`` when only the change set can say."""
+        feed_filter = self._settings.filter
+        if feed_filter.everything:
+            return [(entry, True) for entry in entries]
+        types = await self._aggregate_types(entries)
+        kept: list[tuple[FeedEntryRecord, bool]] = []
+        for entry in entries:
+            verdict = feed_filter.by_entry(
+                entry, entry.aggregate_type or types.get(entry.aggregate_id)
+            )
+            if verdict is not False:
+                kept.append((entry, verdict is True))
+        return kept
+
+    async def _aggregate_types(self, entries: list[FeedEntryRecord]) -> dict[str, str]:
+        """The types of the aggregates whose entries name none, from their heads (only
+        with an ``aggregate_types`` filter). A type once found is kept (it never
+        changes); an aggregate without one is asked again next time."""
+        if self._settings.filter.aggregate_types is None:
+            return self._types
+        unknown = sorted(
+            {e.aggregate_id for e in entries if e.aggregate_type is None} - self._types.keys()
+        )
+        if unknown:
+            heads = await self._backend.get_many([(aggregate_id, 0) for aggregate_id in unknown])
+            if len(self._types) > _TYPE_CACHE:
+                self._types.clear()
+            for head in heads:
+                if isinstance(head, HeadRecord) and head.aggregate_type is not None:
+                    self._types[head.aggregate_id] = head.aggregate_type
+        return self._types
 
 
 class _CheckpointAttempts:
@@ -531,5 +585,5 @@ def _change_set(entry: FeedEntryRecord, found: object) -> ChangeSetRecord:
     return found
 
 
-def _timestamp_us(delivery: _Delivery) -> int:
-    return math.floor(delivery.change_set.timestamp.timestamp() * 1e6)
+def _timestamp_us(change_set: ChangeSet) -> int:
+    return math.floor(change_set.timestamp.timestamp() * 1e6)

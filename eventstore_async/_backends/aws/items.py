@@ -26,6 +26,7 @@ from typing import Any
 
 from ..._errors import IntegrityError
 from ..._records import (
+    MAX_ENTRY_TYPE_BYTES,
     ChangeSetRecord,
     CheckpointRecord,
     CheckpointWrite,
@@ -121,6 +122,10 @@ def _system_item(
         item["commit_id"] = {"S": record.commit_id}
         item["ts_us"] = {"N": str(record.timestamp_us)}
         item["event_count"] = {"N": str(record.event_count)}
+        if record.aggregate_type is not None:
+            item["agg_type"] = {"S": record.aggregate_type}
+        if record.event_types is not None:
+            item["event_types"] = {"L": [{"S": name} for name in record.event_types]}
     elif isinstance(record, FeedShapeRecord):
         item = key(schema_partition(), 0)
         item["shards"] = {"N": str(record.shards)}
@@ -159,6 +164,8 @@ def _system_from(item: Item, kind: str) -> Record:
             commit_id=item["commit_id"]["S"],
             timestamp_us=int(item["ts_us"]["N"]),
             event_count=int(item["event_count"]["N"]),
+            aggregate_type=item["agg_type"]["S"] if "agg_type" in item else None,
+            event_types=_names(item["event_types"]) if "event_types" in item else None,
         )
     if kind == "checkpoint":
         return CheckpointRecord(
@@ -174,6 +181,10 @@ def _system_from(item: Item, kind: str) -> Record:
         _, view, view_key = partition.split("/", 2)
         return ViewRecord(view=view, key=view_key, document=bytes(item["document"]["B"]))
     raise ValueError(f"kind {kind!r}")
+
+
+def _names(value: dict[str, Any]) -> tuple[str, ...]:
+    return tuple(name["S"] for name in value["L"])
 
 
 def _suffix_int(partition: str) -> int:
@@ -554,11 +565,14 @@ def change_set_item_size(record: ChangeSetRecord) -> int:
 def companion_items_size(record: ChangeSetRecord, aggregate_type: str | None, feed: bool) -> int:
     """At most what the items written with a change set take: the head, the commit
     marker and, with the feed on, its entry and a share of a shard counter. Each holds
-    the aggregate and commit ids, and attribute names and numbers (under 256 bytes)."""
+    the aggregate and commit ids, and attribute names and numbers (under 256 bytes);
+    the entry also the aggregate type and up to MAX_ENTRY_TYPE_BYTES of event type
+    names (a list: a byte more per name, each of at least one byte)."""
     copies = 3 if feed else 2
     ids = len(record.aggregate_id.encode()) + len(record.commit_id.encode())
     kind = len(aggregate_type.encode()) if aggregate_type else 0
-    return copies * (ids + 256) + kind + (128 if feed else 0)
+    entry = kind + 2 * MAX_ENTRY_TYPE_BYTES + 160 if feed else 0
+    return copies * (ids + 256) + kind + entry
 
 
 def item_size(item: Item) -> int:

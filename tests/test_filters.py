@@ -1,0 +1,159 @@
+"""Filtered subscriptions: aggregate_types= and event_types=, judged from the feed entry
+when it says enough, else from the change set; the checkpoint moves past what is skipped."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import anyio
+import msgspec
+import pytest
+
+from eventstore_async import EventStore, InvalidInputError, RawEvent
+from eventstore_async._records import (
+    CheckpointRecord,
+    FeedEntryRecord,
+    checkpoint_partition,
+    feed_partition,
+)
+
+from .conftest import StoreFactory
+from .domain import OrderPlaced, OrderShipped
+
+pytestmark = pytest.mark.anyio
+
+
+class ReadSpy:
+    """A backend wrapper that remembers the change sets read (``get_many`` keys > 0)."""
+
+    def __init__(self, backend: Any) -> None:
+        self.inner = backend
+        self.change_sets_read: list[tuple[str, int]] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_many(self, keys: list[tuple[str, Any]]) -> list[Any]:
+        self.change_sets_read += [(k, v) for k, v in keys if v != 0]
+        return await self.inner.get_many(keys)  # type: ignore[no-any-return]
+
+
+async def append_mix(store: EventStore) -> None:
+    """order-1: placed, shipped; customer-1: a mapping event; order-2: placed."""
+    await store.append("order-1", [placed()], expected_version=0, aggregate_type="order")
+    await store.append("customer-1", [{"name": "ada"}], expected_version=0, aggregate_type="cust")
+    await store.append("order-1", [OrderShipped(carrier="ups")], expected_version=1)
+    await store.append("order-2", [placed()], expected_version=0, aggregate_type="order")
+
+
+def placed() -> OrderPlaced:
+    return OrderPlaced(sku="book", qty=1)
+
+
+async def drain(store: EventStore, name: str, want: int, **filters: Any) -> list[tuple[str, int]]:
+    """The first ``want`` change sets delivered, then a moment to pass any skipped tail."""
+    got: list[tuple[str, int]] = []
+    async with store.subscribe(name, **filters) as sub:
+        while len(got) < want:
+            change_set = await sub.__anext__()
+            got.append((change_set.aggregate_id, change_set.version))
+        with anyio.move_on_after(0.3):  # nothing more matches: this reads the skipped tail
+            extra = await sub.__anext__()
+            got.append((extra.aggregate_id, extra.version))
+    return got
+
+
+async def saved_positions(store: EventStore, name: str) -> tuple[int, ...]:
+    record = await store._backend.get(checkpoint_partition(name), 0)
+    assert isinstance(record, CheckpointRecord)
+    return record.positions
+
+
+async def test_new_entries_carry_the_aggregate_type_and_event_type_names(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(feed_shards=1)
+    await append_mix(store)
+    entries = await store._backend.scan_partition(feed_partition(0), 1, 10)
+    assert [(e.aggregate_type, e.event_types) for e in entries] == [
+        ("order", ("OrderPlaced",)),
+        ("cust", ()),
+        (None, ("shipped",)),  # no type given on this append
+        ("order", ("OrderPlaced",)),
+    ]
+
+
+async def test_filters_deliver_only_matches_and_read_only_their_change_sets(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(feed_shards=1)
+    await append_mix(store)
+    spy = ReadSpy(store._backend)
+    store._backend = spy  # type: ignore[assignment]
+
+    by_event = await drain(store, "by-event", 2, event_types=["OrderPlaced"])
+    assert by_event == [("order-1", 1), ("order-2", 1)]
+    assert spy.change_sets_read == [("order-1", 1), ("order-2", 1)]  # no skipped one read
+    assert await saved_positions(store, "by-event") == (4,)  # past the skipped ones
+
+    by_type = await drain(store, "by-type", 3, aggregate_types=["order"])
+    assert by_type == [("order-1", 1), ("order-1", 2), ("order-2", 1)]
+    both = await drain(store, "both", 1, aggregate_types={"order"}, event_types={"shipped"})
+    assert both == [("order-1", 2)]
+    assert await saved_positions(store, "both") == (4,)
+
+
+async def test_entries_without_types_are_filtered_after_reading(
+    make_store: StoreFactory,
+) -> None:
+    """Entries written before they carried types: the change set (and head) decide."""
+    store = await make_store(feed_shards=1)
+    await append_mix(store)
+    backend = store._backend
+    for entry in await backend.scan_partition(feed_partition(0), 1, 10):
+        assert isinstance(entry, FeedEntryRecord)
+        await _rewrite_as_old(store, entry)
+
+    got = await drain(store, "old-entries", 1, aggregate_types=["order"], event_types=["shipped"])
+    assert got == [("order-1", 2)]
+    assert await saved_positions(store, "old-entries") == (4,)
+
+
+async def _rewrite_as_old(store: EventStore, entry: FeedEntryRecord) -> None:
+    """Put the entry back without the type attributes, as before this change."""
+    old = msgspec.structs.replace(entry, aggregate_type=None, event_types=None)
+    backend: Any = store._backend
+    if hasattr(backend, "_partitions"):  # memory
+        backend._partitions[feed_partition(0)][entry.position] = old
+        return
+    from eventstore_async._backends.aws.items import record_to_item
+
+    item = record_to_item(old)
+    assert "agg_type" not in item and "event_types" not in item
+    await backend._dynamodb.put_item(TableName=store.config.table_name, Item=item)
+
+
+async def test_raw_events_match_by_their_type(make_store: StoreFactory) -> None:
+    store = await make_store(feed_shards=1)
+    await store.append("x-1", [RawEvent(type="Legacy", data={"a": 1})], expected_version=0)
+    await store.append("x-2", [{"a": 2}], expected_version=0)
+    assert await drain(store, "raw", 1, event_types=["Legacy"]) == [("x-1", 1)]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "argument"),
+    [
+        ({"aggregate_types": "order"}, "aggregate_types"),
+        ({"aggregate_types": []}, "aggregate_types"),
+        ({"event_types": [""]}, "event_types"),
+        ({"event_types": [3]}, "event_types"),
+    ],
+)
+async def test_bad_filters_are_refused(
+    make_store: StoreFactory, kwargs: dict[str, Any], argument: str
+) -> None:
+    store = await make_store(feed_shards=1)
+    with pytest.raises(InvalidInputError) as refused:
+        store.subscribe(f"bad-{uuid.uuid4().hex[:6]}", **kwargs)
+    assert refused.value.argument == argument
