@@ -37,6 +37,7 @@ from ._feed.filters import FeedFilter, check_type_names
 from ._feed.shape import FeedShape
 from ._feed.subscription import Subscription, SubscriptionSettings
 from ._feed.views import check_name, check_view_key, check_view_name
+from ._feed.waiting import wait_for_checkpoint
 from ._models import (
     AggregateHead,
     AggregateHistory,
@@ -694,6 +695,39 @@ class EventStore:
         if not settings.shards:
             raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
         return Subscription(self._backend, self._codec, self._decoder, settings, self._shape)
+
+    @_operation
+    async def wait_for(
+        self,
+        name: str,
+        change_set: ChangeSet,
+        *,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the API's bound, as in asyncio.wait_for
+    ) -> None:
+        """Return once subscription ``name`` has checkpointed past ``change_set`` (as
+        returned by :meth:`append`): its read model then holds the change
+        (read-your-writes). It polls the checkpoint, from 20 ms backing off to 250 ms.
+
+        Raises:
+            InvalidInputError: a bad name or timeout, not a ChangeSet, or the feed is off.
+            TimeoutError: not checkpointed past it within ``timeout`` seconds.
+            StorageError: a read failed.
+        """
+        self._require_open()
+        name = check_name(name, "name")
+        seconds = check_seconds(timeout, "timeout", 0.001, 3600.0)
+        if not isinstance(change_set, ChangeSet):
+            raise InvalidInputError("change_set", "must be a ChangeSet (as append returns)")
+        if not self._config.feed_shards:
+            raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
+        with anyio.fail_after(seconds):
+            await wait_for_checkpoint(
+                self._backend,
+                name,
+                self._config.feed_shards,
+                change_set.aggregate_id,
+                change_set.version,
+            )
 
     @_operation
     async def get_view(self, view: str, key: str) -> Any | None:

@@ -3,8 +3,10 @@
 ::
 
     POST /aggregates/{id}/changesets
-        {"expected_version": 0, "events": [{...}, ...], "commit_id": "..." (optional)}
-        201 {"version": 1, "commit_id": "..."}
+        {"expected_version": 0, "events": [{...}, ...], "commit_id": "..." (optional),
+         "wait_seconds": 2.0 (optional: answer once the summaries read model has it)}
+        201 {"version": 1, "commit_id": "..."}              + "projected": true/false when
+                                                            wait_seconds was given
         409 {"error": "conflict", "expected": 0, "actual": 3}    reload, then retry
         400 {"error": "invalid_input", "argument": "...", "detail": "..."}
         503 {"error": "unavailable", ...}                         retry with the same commit_id
@@ -50,6 +52,7 @@ from starlette.routing import Route
 
 from eventstore_async import (
     AggregateNotFoundError,
+    ChangeSet,
     CommitOutcomeUnknownError,
     ConcurrencyError,
     EventStore,
@@ -75,6 +78,9 @@ class AppendBody(msgspec.Struct, forbid_unknown_fields=True):
     expected_version: int
     events: list[dict[str, Any]]
     commit_id: str | None = None
+    #: Answer only once the summaries read model holds the change (read-your-writes),
+    #: waiting at most this long (0 < wait_seconds <= 60; needs the feed).
+    wait_seconds: float | None = None
 
 
 _log = logging.getLogger("examples.webapp")
@@ -91,13 +97,35 @@ def _json(status: int, content: Any, headers: dict[str, str] | None = None) -> R
 async def append(request: Request) -> Response:
     body = _decode_append(await request.body())
     store: EventStore = request.app.state.store
+    _check_wait(store, body.wait_seconds)  # before anything is written
     change_set = await store.append(
         request.path_params["aggregate_id"],
         body.events,
         expected_version=body.expected_version,
         commit_id=body.commit_id,
     )
-    return _json(201, {"version": change_set.version, "commit_id": change_set.commit_id})
+    content: dict[str, Any] = {"version": change_set.version, "commit_id": change_set.commit_id}
+    if body.wait_seconds is not None:
+        content["projected"] = await _projected(store, change_set, body.wait_seconds)
+    return _json(201, content)
+
+
+def _check_wait(store: EventStore, seconds: float | None) -> None:
+    if seconds is None:
+        return
+    if not 0 < seconds <= 60:
+        raise InvalidInputError("wait_seconds", "must be more than 0 and at most 60")
+    if not store.config.feed_shards:
+        raise InvalidInputError("wait_seconds", "needs the feed (feed_shards > 0)")
+
+
+async def _projected(store: EventStore, change_set: ChangeSet, seconds: float) -> bool:
+    """Whether the summaries read model has the change within ``seconds``."""
+    try:
+        await store.wait_for(SUMMARIES_SUBSCRIPTION, change_set, timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
 
 
 async def summary(request: Request) -> Response:
@@ -111,6 +139,7 @@ async def summary(request: Request) -> Response:
 
 #: The read model's name, and the subscription that maintains it.
 SUMMARIES = "summaries"
+SUMMARIES_SUBSCRIPTION = "webapp-summaries"
 
 
 async def project_summaries(store: EventStore) -> None:
@@ -135,7 +164,7 @@ async def project_summaries(store: EventStore) -> None:
 
 
 async def _follow_summaries(store: EventStore) -> None:
-    async with store.subscribe("webapp-summaries") as subscription:
+    async with store.subscribe(SUMMARIES_SUBSCRIPTION) as subscription:
         async for change_set in subscription:
             before = await store.get_view(SUMMARIES, change_set.aggregate_id) or {"events": 0}
             document = {
