@@ -661,7 +661,9 @@ class EventStore:
         subscription, from ``start``), then follows new ones, polling every
         ``poll_interval`` seconds and backing off to ``max_poll_interval`` while idle.
         Delivery is at least once: call ``await sub.checkpoint()`` (or
-        ``sub.project(...)``) to record progress; leaving the block normally saves it.
+        ``sub.project(...)``) to record progress; leaving the block normally saves
+        every change set delivered before the last one handed out (the last one is
+        delivered again unless ``checkpoint()``/``project()`` saved it).
         One consumer per name at a time; another waits (or, with ``wait=False``,
         raises :class:`SubscriptionBusyError`) until the lease is released or expires
         after ``lease_seconds``.

@@ -4,7 +4,9 @@
 feed shard from the subscription's checkpoint, then keeps polling for new entries
 (backing off while idle). A reader task fills a bounded buffer, so a slow consumer
 slows the reads, never memory. Delivery is at least once: what was delivered after
-the last checkpoint is delivered again to the next consumer. Each shard's entries
+the last checkpoint is delivered again to the next consumer. Leaving normally saves
+what the consumer acknowledged: every change set delivered before the last one handed
+out (the last may be the one it broke on, unprocessed). Each shard's entries
 come in position order, so an aggregate's change sets come in version order.
 
 One consumer per name at a time: a lease (owner, expiry) in the checkpoint item,
@@ -143,6 +145,8 @@ class Subscription:
         self._owner = uuid.uuid4().hex
         self._seq = 0
         self._delivered: list[int] = []  # per shard: last position handed to the consumer
+        self._acknowledged: list[int] = []  # per shard: delivered before the last handed out
+        self._last: _Delivery | None = None  # the last one handed out, maybe not processed
         self._group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[_Delivery] | None = None
         self._saved: tuple[int, ...] = ()  # per shard: positions of the last checkpoint
@@ -165,6 +169,7 @@ class Subscription:
         self._seq = checkpoint.seq
         self._saved = checkpoint.positions
         self._delivered = list(checkpoint.positions)
+        self._acknowledged = list(checkpoint.positions)
         send, self._receive = anyio.create_memory_object_stream[_Delivery](self._settings.buffer)
         self._renewal = anyio.CancelScope()
         self._group = anyio.create_task_group()
@@ -253,6 +258,9 @@ class Subscription:
     async def __anext__(self) -> ChangeSet:
         if self._receive is None:
             raise RuntimeError("use the subscription inside 'async with'")
+        if self._last is not None:  # asking for the next one: done with the one before
+            self._acknowledged[self._last.shard] = self._last.position
+            self._last = None
         while True:
             try:
                 delivery = await self._receive.receive()
@@ -261,8 +269,10 @@ class Subscription:
             self._delivered[delivery.shard] = delivery.position
             change_set = delivery.change_set
             if change_set is not None:
+                self._last = delivery
                 self.last_lag_seconds = max(0.0, (now_us() - _timestamp_us(change_set)) / 1e6)
                 return change_set
+            self._acknowledged[delivery.shard] = delivery.position  # filtered out: no work
 
     async def checkpoint(self) -> None:
         """Save progress: everything delivered so far counts as processed.
@@ -379,10 +389,20 @@ class Subscription:
         return "lost"
 
     async def _release(self, *, save: bool) -> None:
-        """Leave: save progress when asked, and free the lease for a successor."""
-        positions = tuple(self._delivered) if save else self._saved
+        """Leave: save what the consumer acknowledged when asked, and free the lease
+        for a successor.
+
+        Acknowledged is what ``checkpoint()``/``project()`` saved and every change set
+        delivered before the last one handed out (the consumer came back for more, so
+        it is done with it). The last one itself may be the one the consumer broke on,
+        unprocessed: it is delivered again to the next consumer.
+        """
+        positions = self._acknowledged_positions() if save else self._saved
         with contextlib.suppress(CommitRejected, StorageError):  # it expires by itself
             await self._commit_checkpoint(lambda now: [self._checkpoint_write(positions, now, 0)])
+
+    def _acknowledged_positions(self) -> tuple[int, ...]:
+        return tuple(map(max, self._saved, self._acknowledged))
 
     def _lose(self) -> LeaseLostError:
         """The lease is gone: stop renewing it and delivering; the error to raise."""
