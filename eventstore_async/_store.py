@@ -25,6 +25,7 @@ import msgspec
 from ._backends.aws.dynamodb import DynamoDBBackend
 from ._backends.memory import MemoryBackend
 from ._backends.protocol import Backend
+from ._capacity import operation_kind
 from ._codec import EventCodec
 from ._config import StoreConfig
 from ._errors import (
@@ -99,7 +100,8 @@ def _operation(method: _Method) -> _Method:
         self._require_open()
         self._in_flight += 1
         try:
-            return await method(self, *args, **kwargs)
+            with operation_kind(method.__name__):  # DynamoDB capacity counted as this kind's
+                return await method(self, *args, **kwargs)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -176,11 +178,16 @@ class EventStore:
         return self._config
 
     @property
-    def metrics(self) -> dict[str, int]:
+    def metrics(self) -> dict[str, Any]:
         """Counters of this store's appends: ``commits``, ``attempts`` (transactions
         sent), ``feed_retries`` (refused because a feed shard moved on) and
-        ``conflict_retries`` (TransactionConflict, or ANY appends that lost a race)."""
-        return dataclasses.asdict(self._appender.counters)
+        ``conflict_retries`` (TransactionConflict, or ANY appends that lost a race);
+        and ``read_capacity_units`` / ``write_capacity_units``: what DynamoDB reported,
+        by operation (``{"append": 8.0, "load": 2.5, ...}``; ``other`` for subscriptions
+        and ``read()`` streams; refused transactions are not reported by DynamoDB)."""
+        read, write = self._backend.capacity.as_dicts()
+        counters: dict[str, Any] = dataclasses.asdict(self._appender.counters)
+        return {**counters, "read_capacity_units": read, "write_capacity_units": write}
 
     def register(self, *types: type[msgspec.Struct]) -> None:
         """Make loads decode events of these Struct types back to them.

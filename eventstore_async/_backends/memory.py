@@ -20,6 +20,7 @@ from decimal import Decimal
 import anyio.lowlevel
 import msgspec
 
+from .._capacity import CapacityMeter
 from .._errors import SchemaMissingError, StorageError
 from .._records import (
     MAX_TRANSACTION_ACTIONS,
@@ -77,6 +78,7 @@ class MemoryBackend:
         self._partitions: dict[str, dict[SortKey, Record]] | None = {}
         self._page_size = page_size or _DEFAULT_PAGE
         self._objects = MemoryObjects() if with_objects else None
+        self.capacity = CapacityMeter()  # nothing is consumed in memory: stays empty
 
     @property
     def objects(self) -> MemoryObjects | None:

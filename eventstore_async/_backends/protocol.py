@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from .._capacity import CapacityMeter
 from .._records import ChangeSetRecord, CommitPlan, HeadRecord, Record, SnapshotRecord, SortKey
 
 __all__ = [
@@ -85,6 +86,9 @@ ScanPage = list[Record | MalformedItem]
 
 
 class Backend(Protocol):
+    #: Capacity units the table reported, per operation kind (see ``_capacity``).
+    capacity: CapacityMeter
+
     @property
     def objects(self) -> ObjectStore | None:
         """Where offloaded payloads go; None when no bucket is configured."""

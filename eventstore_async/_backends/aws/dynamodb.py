@@ -10,6 +10,7 @@ from typing import Any
 import anyio
 from botocore.exceptions import ClientError
 
+from ..._capacity import CapacityMeter
 from ..._config import StoreConfig
 from ..._errors import (
     SCHEMA_MISMATCH,
@@ -63,6 +64,8 @@ TABLE_KEYS: dict[str, Any] = {
 }
 
 _TABLE_READY_TIMEOUT = 120.0
+#: Every data-plane request asks for the capacity it consumed (store.metrics, spans).
+_TOTAL = "TOTAL"
 _BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 _UNPROCESSED_ATTEMPTS = 8
 
@@ -73,6 +76,8 @@ class DynamoDBBackend:
     def __init__(self, config: StoreConfig) -> None:
         self._config = config
         self._table = config.table_name
+        #: Units of each answer's ``ConsumedCapacity`` (every request asks for TOTAL).
+        self.capacity = CapacityMeter()
         self._stack: AsyncExitStack | None = None
         self._clients: AwsClients | None = None
         self._objects: S3Objects | None = None
@@ -230,14 +235,16 @@ class DynamoDBBackend:
     async def commit(self, plan: CommitPlan) -> None:
         with translate_errors("TransactWriteItems", table=self._table):
             try:
-                await self._dynamodb.transact_write_items(
+                response = await self._dynamodb.transact_write_items(
                     TransactItems=transact_items(plan, self._table),
                     ClientRequestToken=plan.token,
+                    ReturnConsumedCapacity=_TOTAL,
                 )
             except ClientError as exc:
                 if error_code(exc) == "TransactionCanceledException":
                     raise _rejection(exc) from exc
                 raise
+        self.capacity.record(response.get("ConsumedCapacity"), write=True)
 
     # -- reads --------------------------------------------------------------------------
 
@@ -258,7 +265,10 @@ class DynamoDBBackend:
         request = {self._table: {"Keys": keys, "ConsistentRead": True}}
         for attempt in range(_UNPROCESSED_ATTEMPTS):
             with translate_errors("BatchGetItem", table=self._table):
-                response = await self._dynamodb.batch_get_item(RequestItems=request)
+                response = await self._dynamodb.batch_get_item(
+                    RequestItems=request, ReturnConsumedCapacity=_TOTAL
+                )
+            self.capacity.record(response.get("ConsumedCapacity"), write=False)
             items += response.get("Responses", {}).get(self._table, [])
             request = response.get("UnprocessedKeys") or {}
             if not request:
@@ -278,7 +288,9 @@ class DynamoDBBackend:
                 ExpressionAttributeValues={":pk": {"S": partition}, ":low": {"N": str(low)}},
                 ConsistentRead=True,
                 Limit=limit,
+                ReturnConsumedCapacity=_TOTAL,
             )
+        self.capacity.record(response.get("ConsumedCapacity"), write=False)
         return [record_from_item(item) for item in response.get("Items", [])]
 
     async def get_head(self, aggregate_id: str) -> HeadRecord | None:
@@ -292,8 +304,12 @@ class DynamoDBBackend:
     async def _get_item(self, item_key: dict[str, Any]) -> Any:
         with translate_errors("GetItem", table=self._table):
             response = await self._dynamodb.get_item(
-                TableName=self._table, Key=item_key, ConsistentRead=True
+                TableName=self._table,
+                Key=item_key,
+                ConsistentRead=True,
+                ReturnConsumedCapacity=_TOTAL,
             )
+        self.capacity.record(response.get("ConsumedCapacity"), write=False)
         item = response.get("Item")
         return record_from_item(item) if item else None
 
@@ -305,18 +321,24 @@ class DynamoDBBackend:
             "ProjectionExpression": "s3_key",
             "ExpressionAttributeValues": {":pk": {"S": aggregate_id}, ":one": {"N": "1"}},
             "ConsistentRead": True,
+            "ReturnConsumedCapacity": _TOTAL,
         }
         keys: set[str] = set()
         while True:
             with translate_errors("Query", table=self._table):
                 response = await self._dynamodb.query(**params)
+            self.capacity.record(response.get("ConsumedCapacity"), write=False)
             keys.update(item["s3_key"]["S"] for item in response.get("Items", []))
             if not response.get("LastEvaluatedKey"):
                 return keys
             params["ExclusiveStartKey"] = response["LastEvaluatedKey"]
 
     async def scan(self, *, kind: str | None = None) -> AsyncGenerator[ScanPage, None]:
-        params: dict[str, Any] = {"TableName": self._table, "ConsistentRead": True}
+        params: dict[str, Any] = {
+            "TableName": self._table,
+            "ConsistentRead": True,
+            "ReturnConsumedCapacity": _TOTAL,
+        }
         if kind is not None:  # still reads (and pays for) the whole table
             params["FilterExpression"] = "#k = :kind"
             params["ExpressionAttributeNames"] = {"#k": "kind"}
@@ -324,6 +346,7 @@ class DynamoDBBackend:
         while True:
             with translate_errors("Scan", table=self._table):
                 response = await self._dynamodb.scan(**params)
+            self.capacity.record(response.get("ConsumedCapacity"), write=False)
             yield [_scanned(item) for item in response.get("Items", [])]
             if not response.get("LastEvaluatedKey"):
                 return
@@ -341,6 +364,7 @@ class DynamoDBBackend:
         while True:
             with translate_errors("Query", table=self._table):
                 page = await self._query_page(params)
+            self.capacity.record({"CapacityUnits": page.capacity}, write=False)
             yield [r for r in page.records if isinstance(r, _PAGE_RECORDS)]
             if page.last_key is None:
                 return
@@ -367,6 +391,7 @@ class DynamoDBBackend:
             "KeyConditionExpression": condition,
             "ExpressionAttributeValues": values,
             "ConsistentRead": True,
+            "ReturnConsumedCapacity": _TOTAL,
         }
         if not with_snapshots:  # snapshots sit between change sets; histories skip them
             params["FilterExpression"] = "attribute_not_exists(snap_schema)"

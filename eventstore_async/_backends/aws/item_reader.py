@@ -27,6 +27,7 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from ..._capacity import units_of
 from ..._records import (
     ChangeSetRecord,
     HeadRecord,
@@ -46,12 +47,15 @@ class QueryPage(msgspec.Struct, frozen=True, gc=False):
 
     records: list[Record]
     last_key: dict[str, Any] | None
+    #: The answer's ``ConsumedCapacity`` units (0 when it had none).
+    capacity: float = 0.0
 
 
 def query_page(response: dict[str, Any]) -> QueryPage:
     """A Query answer as botocore parses it, to records."""
     records = [record_from_item(item) for item in response.get("Items", [])]
-    return QueryPage(records=records, last_key=response.get("LastEvaluatedKey") or None)
+    last_key = response.get("LastEvaluatedKey") or None
+    return QueryPage(records, last_key, units_of(response.get("ConsumedCapacity")))
 
 
 def read_query_page(body: bytes) -> QueryPage | None:
@@ -70,7 +74,9 @@ def read_query_page(body: bytes) -> QueryPage | None:
         return None
     key = answer.LastEvaluatedKey
     last_key = None if key is UNSET else {"pk": {"S": key.pk.S}, "sk": {"N": key.sk.N}}
-    return QueryPage(records=records, last_key=last_key)  # type: ignore[arg-type]
+    consumed = answer.ConsumedCapacity
+    units = 0.0 if consumed is UNSET else consumed.CapacityUnits
+    return QueryPage(records=records, last_key=last_key, capacity=units)  # type: ignore[arg-type]
 
 
 def _read_untyped(
@@ -137,9 +143,14 @@ class _Key(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
     sk: _N
 
 
+class _Consumed(msgspec.Struct, frozen=True, gc=False):
+    CapacityUnits: float = 0.0
+
+
 class _Answer(msgspec.Struct, frozen=True, gc=False):
     Items: list[_Item] = []
     LastEvaluatedKey: _Key | UnsetType = UNSET
+    ConsumedCapacity: _Consumed | UnsetType = UNSET
 
 
 class _RawAnswer(msgspec.Struct, frozen=True, gc=False):

@@ -1,0 +1,88 @@
+"""Capacity units DynamoDB reports for each request (``ReturnConsumedCapacity=TOTAL``),
+added up per store operation (``append``, ``load``...).
+
+The facade names the operation in flight (:func:`operation_kind`, a context variable,
+so concurrent operations never mix); the DynamoDB backend records each answer's
+``ConsumedCapacity`` against it. Calls made outside a named operation (subscriptions'
+background reads, ``read()`` streams) count as ``other``. A refused transaction
+(``TransactionCanceledException``) consumes capacity too, but its answer does not say
+how much, so it is not counted.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+__all__ = ["CapacityMeter", "Usage", "current_kind", "operation_kind", "units_of"]
+
+_KIND: ContextVar[str] = ContextVar("eventstore_operation", default="other")
+_USAGE: ContextVar[Usage | None] = ContextVar("eventstore_usage", default=None)
+
+
+class Usage:
+    """Units consumed by one operation (what its span reports)."""
+
+    __slots__ = ("read", "write")
+
+    def __init__(self) -> None:
+        self.read = 0.0
+        self.write = 0.0
+
+
+@contextmanager
+def operation_kind(name: str, usage: Usage | None = None) -> Iterator[None]:
+    """Count DynamoDB capacity consumed inside the block as operation ``name``'s (and in
+    ``usage``, when given)."""
+    kind, spent = _KIND.set(name), _USAGE.set(usage)
+    try:
+        yield
+    finally:
+        _KIND.reset(kind)
+        _USAGE.reset(spent)
+
+
+def current_kind() -> str:
+    return _KIND.get()
+
+
+def units_of(consumed: Any) -> float:
+    """Total units of a ``ConsumedCapacity`` answer: one entry, or a list (one per table)."""
+    entries = consumed if isinstance(consumed, list) else [consumed]
+    total = 0.0
+    for entry in entries:
+        if isinstance(entry, dict):
+            units = entry.get("CapacityUnits")
+            if units is None:
+                units = entry.get("ReadCapacityUnits", 0) + entry.get("WriteCapacityUnits", 0)
+            total += float(units)
+    return total
+
+
+class CapacityMeter:
+    """Read and write capacity units consumed, per operation kind."""
+
+    def __init__(self) -> None:
+        self.read: defaultdict[str, float] = defaultdict(float)
+        self.write: defaultdict[str, float] = defaultdict(float)
+
+    def record(self, consumed: Any, *, write: bool) -> None:
+        """Add a ``ConsumedCapacity`` answer (``None`` when DynamoDB sent none)."""
+        if consumed is None:
+            return
+        units = units_of(consumed)
+        if not units:
+            return
+        (self.write if write else self.read)[_KIND.get()] += units
+        usage = _USAGE.get()
+        if usage is not None:
+            if write:
+                usage.write += units
+            else:
+                usage.read += units
+
+    def as_dicts(self) -> tuple[dict[str, float], dict[str, float]]:
+        return dict(self.read), dict(self.write)
