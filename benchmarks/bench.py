@@ -218,6 +218,7 @@ async def run(args: argparse.Namespace, cores: Cores, run_id: str) -> dict[str, 
         },
         "results": rows,
         "ratios": report.ratio_rows(rows),
+        "commands": report.command_rows(rows),
         "sweep": sweep,
     }
 
@@ -232,6 +233,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(report.format_table(results["results"]))
     print()
     print(report.format_ratios(results["ratios"]))
+    if results["commands"]:
+        print()
+        print(report.format_commands(results["commands"]))
     load = results["meta"]["load_average_1min"]
     print(f"machine load average (1 min): {load['start']:.2f} at start, {load['end']:.2f} at end")
     path = report.write_json(results, args.results_dir, run_id)

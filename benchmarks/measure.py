@@ -37,6 +37,8 @@ class Segment:
     wall_s: float = 0.0
     latencies_s: list[float] = field(default_factory=list)
     first_error: str | None = None
+    #: Requests the stub answered during the segment, per operation (stub only).
+    requests: dict[str, int] | None = None
 
 
 @dataclass(slots=True)
@@ -75,6 +77,17 @@ class Totals:
         if any(s.server_cpu_s is None for s in self.segments):
             return None
         return 1e6 * sum(s.server_cpu_s or 0.0 for s in self.segments) / max(1, self.ops)
+
+    @property
+    def requests_per_op(self) -> dict[str, float] | None:
+        """Requests the stub answered per operation done, by operation name (stub only)."""
+        if not self.segments or any(s.requests is None for s in self.segments):
+            return None
+        totals: dict[str, int] = {}
+        for segment in self.segments:
+            for name, count in (segment.requests or {}).items():
+                totals[name] = totals.get(name, 0) + count
+        return {name: round(count / max(1, self.ops), 3) for name, count in totals.items()}
 
     @property
     def ops_per_s(self) -> float:

@@ -8,9 +8,18 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["format_ratios", "format_table", "plot_sweep", "ratio_rows", "write_json"]
+__all__ = [
+    "command_rows",
+    "format_commands",
+    "format_ratios",
+    "format_table",
+    "plot_sweep",
+    "ratio_rows",
+    "write_json",
+]
 
 OURS = "eventstore_async"
+COMMAND_REFERENCE = "eventstore_async-append"
 BASELINES = ("aiobotocore", "boto3-threads")
 # (header, row key, alignment, width); the last column is the CPU ratio to ours.
 _COLUMNS = (
@@ -24,6 +33,7 @@ _COLUMNS = (
     ("p99 ms", "p99_ms", ">", 7),
     ("errors", "errors", ">", 6),
     ("server us/op", "server_cpu_us_per_op", ">", 12),
+    ("req/op", "requests_total_per_op", ">", 6),
     ("CPU / ours", None, ">", 10),
 )
 
@@ -104,6 +114,41 @@ def format_ratios(ratios: Iterable[dict[str, Any]]) -> str:
         lines.append(
             f"  {entry['workload']:<10} c={entry['concurrency']:<3} "
             f"ours {entry['ours_cpu_us_per_op']:,.0f} us  " + "  ".join(parts)
+        )
+    return "\n".join(lines)
+
+
+def command_rows(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Ours: a command on a cached account against our bare append measured in the same
+    rounds (the ``eventstore_async-append`` reference), per concurrency."""
+    entries = []
+    for command in (r for r in rows if r["variant"] == OURS and r["workload"] == "command"):
+        append = _find(rows, COMMAND_REFERENCE, command)
+        ratio = None
+        if append is not None and append["cpu_us_per_op"] and command["ops"]:
+            ratio = round(float(command["cpu_us_per_op"]) / float(append["cpu_us_per_op"]), 2)
+        entries.append(
+            {
+                "concurrency": command["concurrency"],
+                "command_cpu_us_per_op": command["cpu_us_per_op"],
+                "append_cpu_us_per_op": None if append is None else append["cpu_us_per_op"],
+                "cpu_ratio_to_append": ratio,
+                "requests_per_command": command.get("requests_per_op"),
+            }
+        )
+    return entries
+
+
+def format_commands(entries: Iterable[dict[str, Any]]) -> str:
+    lines = ["Commands (ours): a withdrawal on a cached account / a bare append, CPU per op:"]
+    for entry in entries:
+        ratio = entry["cpu_ratio_to_append"]
+        requests = entry["requests_per_command"]
+        lines.append(
+            f"  c={entry['concurrency']:<3} command {entry['command_cpu_us_per_op']:,.0f} us, "
+            f"append {_cell(entry['append_cpu_us_per_op'])} us: "
+            + ("-" if ratio is None else f"{ratio:.2f}x")
+            + ("" if requests is None else f"; requests per command at the stub: {requests}")
         )
     return "\n".join(lines)
 

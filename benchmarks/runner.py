@@ -18,7 +18,7 @@ from typing import Any
 from .measure import Operation, Totals, run_segment
 from .openloop import RatePoint, noop, run_rate
 from .targets import Target
-from .variants import Variant, open_variant
+from .variants import COMMAND_REFERENCE, Variant, open_variant
 from .workloads import (
     APPEND_EVENT_BYTES,
     HISTORY_LENGTH,
@@ -75,6 +75,14 @@ def make_operation(workload: str, variant: Variant, prefix: str, load_id: str) -
         return load
 
     event = make_event(0, APPEND_EVENT_BYTES)
+    command = getattr(variant, "command", None) if workload == "command" else None
+    if command is not None:
+
+        async def execute(worker: int) -> None:
+            # The same accounts in every round, so each stays cached after its first load.
+            await command(f"{load_id}-account-{worker}", event)
+
+        return execute
     any_version = workload == "append_any"
     versions: dict[int, int] = {}
 
@@ -92,6 +100,19 @@ async def seed_history(variant: Variant, aggregate_id: str) -> None:
         await variant.append(aggregate_id, event, version)
 
 
+def _difference(
+    before: dict[str, int] | None, after: dict[str, int] | None
+) -> dict[str, int] | None:
+    """Requests per operation name sent between two counts of the stub's."""
+    if before is None or after is None:
+        return None
+    return {name: n - before.get(name, 0) for name, n in after.items() if n - before.get(name, 0)}
+
+
+def _total(per_operation: dict[str, float] | None) -> float | None:
+    return None if per_operation is None else round(sum(per_operation.values()), 3)
+
+
 def _rounded(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
@@ -107,6 +128,8 @@ def _row(workload: str, concurrency: int, variant: str, totals: Totals) -> dict[
         "mean_cpu_us_per_op": round(totals.mean_cpu_us_per_op, 1),
         "round_cpu_us_per_op": [round(x, 1) for x in totals.round_cpu_us_per_op],
         "server_cpu_us_per_op": _rounded(totals.server_cpu_us_per_op),
+        "requests_per_op": totals.requests_per_op,
+        "requests_total_per_op": _total(totals.requests_per_op),
         "ops_per_s": round(totals.ops_per_s, 1),
         "p50_ms": round(totals.latency_ms(0.50), 3),
         "p95_ms": round(totals.latency_ms(0.95), 3),
@@ -122,7 +145,7 @@ async def run_matrix(target: Target, options: MatrixOptions) -> list[dict[str, A
     for number, (workload, concurrency) in enumerate(configs, start=1):
         started = time.perf_counter()
         totals = await _run_config(target, options, workload, concurrency)
-        new = [_row(workload, concurrency, name, totals[name]) for name in options.variants]
+        new = [_row(workload, concurrency, name, total) for name, total in totals.items()]
         rows += new
         summary = " | ".join(
             f"{r['variant']} {r['cpu_us_per_op']:,.0f} us/op {r['ops_per_s']:,.0f} ops/s"
@@ -143,16 +166,19 @@ async def _run_config(
     table = target.table_name(label)
     await target.prepare_table(table)
     load_id = f"{LOAD_AGGREGATE_ID}-{label}"
+    names = list(options.variants)
+    if workload == "command" and "eventstore_async" in names:
+        names.append(COMMAND_REFERENCE)  # our bare append, in the same rounds
     async with AsyncExitStack() as stack:
         variants = {
             name: await stack.enter_async_context(
                 open_variant(name, target.endpoint, table, concurrency)
             )
-            for name in options.variants
+            for name in names
         }
         if workload == "load" and target.name != "stub":
             await seed_history(variants[options.variants[-1]], load_id)
-        for index, name in enumerate(options.variants):
+        for index, name in enumerate(names):
             operation = make_operation(workload, variants[name], f"{label}-{index}-w", load_id)
             await run_segment(
                 operation,
@@ -160,11 +186,12 @@ async def _run_config(
                 seconds=options.warmup_seconds,
                 max_ops=options.warmup_ops,
             )
-        totals = {name: Totals() for name in options.variants}
+        totals = {name: Totals() for name in names}
         for round_ in range(options.rounds):
-            for name in rotated(options.variants, round_):
-                index = options.variants.index(name)
+            for name in rotated(names, round_):
+                index = names.index(name)
                 prefix = f"{label}-{index}-{round_}"
+                before = await target.request_counts()
                 segment = await run_segment(
                     make_operation(workload, variants[name], prefix, load_id),
                     concurrency=concurrency,
@@ -172,6 +199,7 @@ async def _run_config(
                     max_ops=options.max_ops,
                     server_pid=target.server_pid,
                 )
+                segment.requests = _difference(before, await target.request_counts())
                 totals[name].add(segment)
     return totals
 

@@ -10,6 +10,8 @@ SIGTERM/SIGINT (or EOF on stdin, with ``--stop-on-stdin-eof``). It answers by th
 - ``Query`` -> that head and its 100 change sets (~1 KB payloads made by the real
   codec, items made by the real item mapping), one page, no ``LastEvaluatedKey``
 - ``DescribeTable`` / ``CreateTable`` -> an ACTIVE table
+- ``StubCounts`` (not DynamoDB) -> how many requests of each operation it has answered,
+  so a benchmark can count the requests one operation sends
 
 Bodies are built once at startup. A plain ``asyncio.Protocol`` keeps the server's own
 cost per request small; it runs pinned to its own core (``--cpu``).
@@ -22,6 +24,7 @@ import asyncio
 import os
 import signal
 import sys
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,6 +39,7 @@ _TARGET_PREFIX = b"dynamodb_20120810."
 _CONTENT_TYPE = b"application/x-amz-json-1.0"
 _MAX_HEAD_BYTES = 64 * 1024
 _TABLE_OPS = {b"describetable": "Table", b"createtable": "TableDescription"}
+_COUNTS = b"stubcounts"
 
 
 def canned_bodies() -> dict[bytes, bytes]:
@@ -82,9 +86,12 @@ def _response(status: bytes, body: bytes, keep_alive: bool) -> bytes:
 class StubProtocol(asyncio.Protocol):
     """One HTTP/1.1 connection: parse requests as they arrive, answer from the cans."""
 
-    def __init__(self, bodies: dict[bytes, bytes], latency: float) -> None:
+    def __init__(
+        self, bodies: dict[bytes, bytes], latency: float, counts: Counter[str] | None = None
+    ) -> None:
         self._bodies = bodies
         self._latency = latency
+        self._counts = Counter[str]() if counts is None else counts
         self._buffer = bytearray()
         self._transport: asyncio.Transport | None = None
 
@@ -118,6 +125,13 @@ class StubProtocol(asyncio.Protocol):
 
     def _answer(self, target: bytes, request_body: bytes, keep_alive: bool) -> None:
         operation = target.lower().removeprefix(_TARGET_PREFIX)
+        if operation == _COUNTS:
+            self._send(
+                _response(b"200 OK", msgspec.json.encode(self._counts), keep_alive),
+                close=not keep_alive,
+            )
+            return
+        self._counts[operation.decode(errors="replace")] += 1
         body = self._bodies.get(operation)
         status = b"200 OK"
         if body is None and operation in _TABLE_OPS:
@@ -177,8 +191,9 @@ async def serve(args: argparse.Namespace) -> None:
     loop = asyncio.get_running_loop()
     bodies = canned_bodies()
     latency = args.latency_ms / 1000.0
+    counts = Counter[str]()
     server = await loop.create_server(
-        lambda: StubProtocol(bodies, latency), args.host, args.port, backlog=1024
+        lambda: StubProtocol(bodies, latency, counts), args.host, args.port, backlog=1024
     )
     port = server.sockets[0].getsockname()[1]
     print(f"http://{args.host}:{port}", flush=True)

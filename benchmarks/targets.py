@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
+import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from eventstore_async import AccessDeniedError, EventStore, StoreConfig
@@ -85,6 +86,24 @@ class Target:
         async with EventStore(config) as store:
             with contextlib.suppress(AccessDeniedError):
                 await store.create_schema()
+
+    async def request_counts(self) -> dict[str, int] | None:
+        """Requests the stub has answered so far, per operation (None on other targets)."""
+        if self.name != "stub" or self.endpoint.url is None:
+            return None
+        host, port = self.endpoint.url.removeprefix("http://").rsplit(":", 1)
+        request = (
+            b"POST / HTTP/1.1\r\nHost: stub\r\nX-Amz-Target: DynamoDB_20120810.StubCounts\r\n"
+            b"Content-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        async with await anyio.connect_tcp(host, int(port)) as stream:
+            await stream.send(request)
+            answer = b""
+            with contextlib.suppress(anyio.EndOfStream):
+                while True:
+                    answer += await stream.receive()
+        counts: dict[str, int] = msgspec.json.decode(answer.split(b"\r\n\r\n", 1)[1])
+        return counts
 
 
 @asynccontextmanager

@@ -41,9 +41,9 @@ from eventstore_async._records import ChangeSetRecord, HeadRecord
 from eventstore_async._timeutil import from_us
 from eventstore_async._write.plan import AppendRequest, plan_append
 
-from .workloads import BenchEvent
+from .workloads import BenchEvent, accounts_decider, withdrawal
 
-__all__ = ["VARIANTS", "Endpoint", "Variant", "open_variant"]
+__all__ = ["COMMAND_REFERENCE", "VARIANTS", "Endpoint", "Variant", "open_variant"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -215,6 +215,11 @@ class OursVariant:
 
     def __init__(self, store: EventStore) -> None:
         self._store = store
+        self._accounts = store.repository(accounts_decider())
+
+    async def command(self, aggregate_id: str, event: BenchEvent) -> None:
+        """A withdrawal through the repository, with a command id (the marker is written)."""
+        await self._accounts.execute(aggregate_id, withdrawal(event), command_id=uuid.uuid4().hex)
 
     async def append(self, aggregate_id: str, event: BenchEvent, expected: int | None) -> None:
         version = ANY if expected is None else expected
@@ -262,6 +267,23 @@ async def _open_ours(endpoint: Endpoint, table: str, concurrency: int) -> AsyncI
         yield OursVariant(store)
 
 
+class OursAppendVariant(OursVariant):
+    """Ours doing a bare explicit-version append where the others run a command: the
+    command workload's reference, measured in the same rounds."""
+
+    name = "eventstore_async-append"
+    command = None  # type: ignore[assignment]
+
+
+@asynccontextmanager
+async def _open_ours_append(
+    endpoint: Endpoint, table: str, concurrency: int
+) -> AsyncIterator[Variant]:
+    async with _open_ours(endpoint, table, concurrency) as ours:
+        assert isinstance(ours, OursVariant)
+        yield OursAppendVariant(ours._store)
+
+
 _Opener = Callable[[Endpoint, str, int], AbstractAsyncContextManager[Variant]]
 
 #: Variant name -> opener, in report order (baselines first, ours last).
@@ -272,8 +294,14 @@ VARIANTS: dict[str, _Opener] = {
 }
 
 
+#: The command workload's reference (run with it whenever ours is): our bare append.
+COMMAND_REFERENCE = "eventstore_async-append"
+_REFERENCES: dict[str, _Opener] = {COMMAND_REFERENCE: _open_ours_append}
+
+
 def open_variant(
     name: str, endpoint: Endpoint, table: str, concurrency: int
 ) -> AbstractAsyncContextManager[Variant]:
     """Open one variant bound to ``table``; leaving the block closes its client."""
-    return VARIANTS[name](endpoint, table, concurrency)
+    opener = VARIANTS.get(name) or _REFERENCES[name]
+    return opener(endpoint, table, concurrency)

@@ -7,10 +7,12 @@ the real item mapping, so the store decodes it exactly as it would DynamoDB's).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
 
+from eventstore_async import Decider
 from eventstore_async._backends.aws.items import record_to_item
 from eventstore_async._codec import EventCodec
 from eventstore_async._records import ChangeSetRecord, HeadRecord
@@ -20,16 +22,22 @@ __all__ = [
     "HISTORY_LENGTH",
     "HISTORY_PAYLOAD_BYTES",
     "LOAD_AGGREGATE_ID",
+    "OPENING_BALANCE",
     "WORKLOADS",
     "BenchEvent",
+    "accounts_decider",
     "history_events",
     "history_items",
     "make_event",
+    "withdraw_evolve",
+    "withdrawal",
 ]
 
 #: Workloads the harness knows: explicit-version append (the main number), ``ANY``
-#: append (GetItem + TransactWriteItems with a commit marker), and a 100-change-set load.
-WORKLOADS = ("append", "append_any", "load")
+#: append (GetItem + TransactWriteItems with a commit marker), a 100-change-set load,
+#: and a command (a withdrawal with a command id on a cached account, through a
+#: repository; the baselines, which have no repository, do a bare append instead).
+WORKLOADS = ("append", "append_any", "load", "command")
 
 APPEND_EVENT_BYTES = 200
 HISTORY_LENGTH = 100
@@ -52,6 +60,31 @@ def make_event(index: int, size: int) -> BenchEvent:
     base = BenchEvent(order_id=f"order-{index:08d}", sku="sku-12345", qty=index % 7 + 1, note="")
     overhead = len(EventCodec(BenchEvent).encode_events([base]))
     return msgspec.structs.replace(base, note="x" * max(0, size - overhead))
+
+
+#: Every account starts with this balance, so no withdrawal is ever refused.
+OPENING_BALANCE = 10**15
+
+
+def withdraw_evolve(balance: int, event: BenchEvent) -> int:
+    """A bench account's balance after one withdrawal of ``event.qty``."""
+    return balance - event.qty
+
+
+def accounts_decider() -> Decider[int]:
+    """The command workload's decider: accounts cached in the process."""
+    return Decider(lambda: OPENING_BALANCE, withdraw_evolve, cache_size=100_000)
+
+
+def withdrawal(event: BenchEvent) -> Callable[[int], list[BenchEvent]]:
+    """A command: withdraw ``event.qty`` unless the balance is short."""
+
+    def decide(balance: int) -> list[BenchEvent]:
+        if balance < event.qty:
+            raise ValueError("overdraft")
+        return [event]
+
+    return decide
 
 
 def history_events(length: int = HISTORY_LENGTH) -> list[BenchEvent]:

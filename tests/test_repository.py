@@ -17,6 +17,7 @@ from eventstore_async import (
     EvolveError,
     InvalidInputError,
 )
+from eventstore_async.domain._turns import Turns
 from examples.bank import (
     EVENT_TYPES,
     Account,
@@ -354,3 +355,37 @@ def test_a_decider_is_driven_without_a_store() -> None:
     assert withdraw(4)(state) == [Withdrawn(amount=4)]
     with pytest.raises(Refused):
         withdraw(11)(state)
+
+
+# -- turns ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("cancel_before_release", [False, True])
+async def test_turns_go_in_order_and_survive_a_cancelled_waiter(
+    cancel_before_release: bool,
+) -> None:
+    turns = Turns()
+    order: list[str] = []
+    scope = anyio.CancelScope()
+
+    async def take(name: str) -> None:
+        async with turns.hold(["a"]):
+            order.append(name)
+
+    async def cancelled_waiter() -> None:
+        with scope:
+            async with turns.hold(["a"]):
+                order.append("cancelled")
+
+    async with anyio.create_task_group() as group, turns.hold(["a"]):
+        group.start_soon(cancelled_waiter)  # first in the queue
+        await anyio.wait_all_tasks_blocked()
+        group.start_soon(take, "second")
+        await anyio.wait_all_tasks_blocked()
+        if cancel_before_release:
+            scope.cancel()
+            await anyio.wait_all_tasks_blocked()
+        else:
+            scope.cancel()  # handed the turn and cancelled at once: it passes it on
+    assert order == ["second"]
+    assert len(turns) == 0

@@ -7,7 +7,6 @@ bad entry anywhere in a batch is refused with nothing written. What passes is an
 
 from __future__ import annotations
 
-import dataclasses
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -70,9 +69,12 @@ def check_append(
     aggregate_type: Any,
     metadata: Any,
     commit_id: Any,
+    *,
+    marked: bool = False,
 ) -> AppendHeader:
     """Every check of an append that needs no encoding of its events (a new commit id
-    when none is given; the metadata is encoded here, to check its size).
+    when none is given; the metadata is encoded here, to check its size). ``marked``:
+    also write the commit marker (see :class:`AppendHeader`).
 
     Raises:
         InvalidInputError: an argument is not acceptable.
@@ -97,6 +99,7 @@ def check_append(
         commit_id=commit_id,
         metadata=dict(checked_metadata or {}),
         metadata_bytes=metadata_bytes,
+        marked=marked,
     )
 
 
@@ -129,10 +132,9 @@ def check_batch(
                     append.aggregate_type,
                     append.metadata,
                     append.commit_id,
+                    marked=marked,
                 )
             )
-    if marked:
-        headers = [dataclasses.replace(header, marked=True) for header in headers]
     _check_distinct(headers)
     _check_actions(headers, feed_shards)
     return headers
