@@ -389,3 +389,18 @@ async def test_turns_go_in_order_and_survive_a_cancelled_waiter(
             scope.cancel()  # handed the turn and cancelled at once: it passes it on
     assert order == ["second"]
     assert len(turns) == 0
+
+
+async def test_commands_with_the_global_feed_on(make_store: StoreFactory) -> None:
+    store = await make_store(types=EVENT_TYPES, feed_shards=2)
+    repo = store.repository(account_decider(cache_size=4))
+    await repo.execute("acct-1", open_account("ada"), command_id="open-1")
+    await repo.execute("acct-1", deposit(5), command_id="dep-1")
+    again = await repo.execute("acct-1", deposit(5), command_id="dep-1")
+    assert (again.version, again.state.balance) == (2, 5)
+    outcomes = await store.execute_many(
+        {"acct-1": withdraw(5), "acct-2": open_account("bob")},
+        deciders=account_decider(),
+        command_id="t-1",
+    )
+    assert outcomes["acct-1"].state.balance == 0 and outcomes["acct-2"].version == 1
