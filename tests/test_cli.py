@@ -156,7 +156,8 @@ def test_subscriptions_and_replay(sample: dict[str, str]) -> None:
             async for _ in subscription:
                 seen += 1
                 if seen == 5:
-                    break  # leaving the block saves the checkpoint
+                    await subscription.checkpoint()  # all five delivered count as done
+                    break
 
     with_store(sample, consume_five)
     (status,) = lines(invoke(sample, "subscriptions", "--json"))
