@@ -292,3 +292,102 @@ def _config(endpoint_url: str, **overrides: Any) -> StoreConfig:
         aws_secret_access_key="test",
         **overrides,
     )
+
+
+# -- project() whose answer was lost --------------------------------------------------------
+
+
+class LostAnswers:
+    """A backend wrapper: the first ``times`` projections (checkpoint + view writes) are
+    applied, then their caller gets a read timeout or, with ``hang``, no answer ever."""
+
+    def __init__(self, backend: Any, *, times: int = 1, hang: bool = False) -> None:
+        self.inner = backend
+        self.left = times
+        self.hang = hang
+        self.landed = anyio.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def commit(self, plan: CommitPlan) -> None:
+        await self.inner.commit(plan)
+        if self.left and isinstance(plan.writes[0], CheckpointWrite) and len(plan.writes) > 1:
+            self.left -= 1
+            self.landed.set()
+            if self.hang:
+                await anyio.Event().wait()
+            raise StorageUnavailableError(
+                "Read timeout on endpoint URL",
+                reason="ReadTimeoutError",
+                operation="TransactWriteItems",
+            )
+
+
+def with_lost_answers(store: EventStore, **options: Any) -> LostAnswers:
+    lost = LostAnswers(store._backend, **options)
+    store._backend = lost  # type: ignore[assignment]
+    return lost
+
+
+async def project_count(sub: Subscription, store: EventStore, change_set: Any) -> None:
+    """The usual projection: read the document, write it back counted once more."""
+    doc = await store.get_view("lost", change_set.aggregate_id) or {"count": 0}
+    await sub.project("lost", put={change_set.aggregate_id: {"count": doc["count"] + 1}})
+
+
+async def test_a_projection_whose_answer_was_lost_is_settled_not_reported_unwritten(
+    make_store: StoreFactory,
+) -> None:
+    store, name = await new_store(make_store)
+    with_lost_answers(store)
+    async with store.subscribe(name) as sub:
+        first = await sub.__anext__()
+        await project_count(sub, store, first)  # landed, answer lost: found landed
+        second = await sub.__anext__()
+        await project_count(sub, store, second)
+    assert await store.get_view("lost", first.aggregate_id) == {"count": 2}  # each once
+    assert (await checkpoint_of(store, name)).seq == 3  # two projections and the release
+    await assert_free(store, name)
+
+
+async def test_a_retried_projection_that_had_landed_succeeds_without_applying_twice(
+    make_store: StoreFactory,
+) -> None:
+    """The caller gives up on a project() with no answer (its own timeout), whose
+    transaction had landed, and retries it: not a lost lease, not applied twice."""
+    store, name = await new_store(make_store)
+    lost = with_lost_answers(store, hang=True)
+    async with store.subscribe(name) as sub:
+        first = await sub.__anext__()
+        async with anyio.create_task_group() as group:
+            group.start_soon(project_count, sub, store, first)
+            with anyio.fail_after(30):  # a guard against hanging, not a synchronisation
+                await lost.landed.wait()
+            group.cancel_scope.cancel()  # the caller's timeout
+        await project_count(sub, store, first)  # the retry: recognised as landed
+        second = await sub.__anext__()
+        await project_count(sub, store, second)
+        await sub.checkpoint()
+    assert await store.get_view("lost", first.aggregate_id) == {"count": 2}
+    assert (await checkpoint_of(store, name)).seq == 4  # two projections, checkpoint, release
+    await assert_free(store, name)
+
+
+async def test_a_checkpoint_after_a_landed_projection_in_doubt_is_not_a_lease_loss(
+    make_store: StoreFactory,
+) -> None:
+    store, name = await new_store(make_store)
+    lost = with_lost_answers(store, hang=True)
+    async with store.subscribe(name) as sub:
+        first = await sub.__anext__()
+        async with anyio.create_task_group() as group:
+            group.start_soon(project_count, sub, store, first)
+            with anyio.fail_after(30):
+                await lost.landed.wait()
+            group.cancel_scope.cancel()
+        await sub.__anext__()
+        await sub.checkpoint()  # other positions: saved after the landed projection
+    assert await store.get_view("lost", first.aggregate_id) == {"count": 1}
+    assert (await checkpoint_of(store, name)).seq == 3
+    await assert_free(store, name)

@@ -150,6 +150,9 @@ class Subscription:
         self._group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[_Delivery] | None = None
         self._saved: tuple[int, ...] = ()  # per shard: positions of the last checkpoint
+        #: Positions of saves sent at ``_seq`` whose answer never came (lost, or the
+        #: caller gave up on the call): one of them may have landed.
+        self._in_doubt: set[tuple[int, ...]] = set()
         self._lost: LeaseLostError | None = None
         self._failure: Exception | None = None
         self._renewal = anyio.CancelScope()  # cancelled when the lease is lost
@@ -336,24 +339,31 @@ class Subscription:
         await self._hold_on_saving(positions, writes)
         self._seq += 1
         self._saved = positions
+        self._in_doubt.clear()  # conditioned on the old seq: none of them can land now
 
     async def _hold_on_saving(self, positions: tuple[int, ...], writes: list[Write]) -> None:
         """Commit the save, through an outage: unavailability is retried with backoff;
         a refusal is read from the checkpoint it reports (``ALL_OLD``): our own earlier
-        attempt that landed after all (done), our lease merely run out while nobody
+        attempt that landed after all (done; or, when it saved other positions, an
+        earlier call's, save again after it), our lease merely run out while nobody
         else took it (take it again, then save), or another consumer's (lost).
+
+        An attempt is in doubt from the moment it is sent until a later save lands,
+        also across calls: a ``project()`` the caller gave up on (cancelled) may have
+        landed, and its retry must find it landed instead of a lost lease.
 
         Raises:
             LeaseLostError: another consumer holds the lease or has saved since ours.
             StorageError: a failure no retry mends.
         """
-        unknown = lapsed = False
+        lapsed = False
         attempt = 0
         while True:
             try:
                 if lapsed:
                     await self._commit_checkpoint(lambda now: [self._lease_write(now)])
                     lapsed = False
+                self._in_doubt.add(positions)  # until a save at a later seq lands
                 await self._commit_checkpoint(
                     lambda now: [
                         self._checkpoint_write(positions, now, now + self._lease_us),
@@ -362,28 +372,35 @@ class Subscription:
                 )
                 return
             except CommitRejected as refused:
-                verdict = self._verdict(_holder(refused), positions, unknown=unknown)
+                holder = _holder(refused)
+                verdict = self._verdict(holder, positions)
                 if verdict == "landed":
                     return
                 if verdict == "lost":
                     raise self._lose() from None
-                lapsed = True
+                if verdict == "behind" and holder is not None:
+                    self._seq, self._saved = holder.seq, holder.positions
+                    self._in_doubt.clear()
+                else:
+                    lapsed = True
                 continue
             except StorageUnavailableError:
-                unknown = True  # it may have landed: a later refusal will say
+                pass  # it may have landed: a later refusal will say
             if self._lost is not None:
                 raise self._lost
             await anyio.sleep(self._settings.outage.seconds(attempt))
             attempt += 1
 
     def _verdict(
-        self, holder: CheckpointRecord | None, positions: tuple[int, ...], *, unknown: bool
-    ) -> Literal["landed", "lapsed", "lost"]:
+        self, holder: CheckpointRecord | None, positions: tuple[int, ...]
+    ) -> Literal["landed", "behind", "lapsed", "lost"]:
         """What a refused save means, from the checkpoint that refused it."""
         if holder is None or holder.owner != self._owner:
             return "lost"
-        if unknown and holder.seq == self._seq + 1 and holder.positions == positions:
-            return "landed"  # an attempt whose answer never came was applied
+        if holder.seq == self._seq + 1 and holder.positions in self._in_doubt:
+            # A save of ours whose answer never came was applied: this one (done), or
+            # an earlier call's with other positions (save again after it).
+            return "landed" if holder.positions == positions else "behind"
         if holder.seq == self._seq and holder.lease_until_us < now_us():
             return "lapsed"  # nobody else took it or saved: ours again for the asking
         return "lost"
