@@ -23,7 +23,7 @@ import anyio
 import msgspec
 
 from ._backends.aws.dynamodb import DynamoDBBackend
-from ._backends.memory import MemoryBackend
+from ._backends.memory import memory_backend
 from ._backends.protocol import Backend
 from ._capacity import operation_kind
 from ._codec import EventCodec
@@ -122,6 +122,9 @@ class EventStore:
         types: msgspec Struct event types to decode back to (see :meth:`register`).
         verify_on_open: :meth:`ping` when opening, so a wrong endpoint, region, table
             or bucket fails at start-up (``__aenter__`` raises what ``ping`` raises).
+        backend: for tests: the storage to use instead of the DynamoDB + S3 backend
+            built from ``config`` (see :mod:`eventstore_async.testing`). The store
+            opens and closes it with itself.
     """
 
     def __init__(
@@ -130,12 +133,12 @@ class EventStore:
         *,
         types: Iterable[type[msgspec.Struct]] = (),
         verify_on_open: bool = False,
-        _backend: Backend | None = None,
+        backend: Backend | None = None,
     ) -> None:
         self._config = config
         self._verify_on_open = bool(verify_on_open)
         self._codec = EventCodec(*types)
-        self._backend: Backend = _backend or DynamoDBBackend(config)
+        self._backend: Backend = backend if backend is not None else DynamoDBBackend(config)
         self._appender = Appender(self._backend, config)
         self._shape = FeedShape(self._backend, config.feed_shards, config.table_name)
         self._state = _State.UNOPENED
@@ -162,16 +165,13 @@ class EventStore:
         ``config`` takes :class:`StoreConfig` fields (``page_size``,
         ``offload_threshold_bytes``...); offloaded payloads go to an in-memory bucket
         unless ``bucket_name=None``. The schema exists from the start. Nothing is
-        shared between two such stores.
+        shared between two such stores (for a handle on the storage, or two stores on
+        one, pass ``backend=`` a :func:`eventstore_async.testing.memory_backend`).
         """
         settings: dict[str, Any] = {"table_name": "in-memory", "bucket_name": "in-memory"}
         settings.update(config)
         store_config = StoreConfig(**settings)
-        backend = MemoryBackend(
-            page_size=store_config.page_size,
-            with_objects=store_config.bucket_name is not None,
-        )
-        return cls(store_config, types=types, _backend=backend)
+        return cls(store_config, types=types, backend=memory_backend(store_config))
 
     @property
     def config(self) -> StoreConfig:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
@@ -18,6 +19,7 @@ import pytest
 
 from eventstore_async import EventStore, StoreConfig
 from eventstore_async.emulator import run_emulator
+from eventstore_async.testing import Backend, DynamoDBBackend, MemoryBackend, memory_backend
 
 from .domain import EVENT_TYPES
 
@@ -80,20 +82,27 @@ async def make_store(
     """Opens stores on this test's backend; every store shares one fresh schema.
 
     ``make_store(**config_overrides)`` returns an opened store. Its schema exists.
+    ``wrap=`` puts a wrapper (a test double that fails calls on cue) in front of the
+    store's backend. :func:`backend_of` gives the backend a store was made with.
     """
     opened: list[EventStore] = []
-    shared_memory: list[EventStore] = []
+    shared_memory: list[tuple[StoreConfig, MemoryBackend]] = []
     base: StoreConfig | None = None
     if backend_name != "memory":
         base = remote_config(backend_name, request)
 
     async def factory(
-        *, types: tuple[type[msgspec.Struct], ...] = EVENT_TYPES, **overrides: Any
+        *,
+        types: tuple[type[msgspec.Struct], ...] = EVENT_TYPES,
+        wrap: Callable[[Backend], Backend] | None = None,
+        **overrides: Any,
     ) -> EventStore:
         if base is None:
-            store = _memory_sibling(shared_memory, types, overrides)
+            config, backend = _memory_sibling(shared_memory, overrides)
         else:
-            store = EventStore(base.replace(**overrides), types=types)
+            config = base.replace(**overrides)
+            backend = DynamoDBBackend(config)
+        store = store_on(config, wrap(backend) if wrap else backend, types=types)
         await store.__aenter__()
         opened.append(store)
         await store.create_schema()
@@ -108,16 +117,42 @@ async def make_store(
 
 
 def _memory_sibling(
-    shared: list[EventStore], types: tuple[type[msgspec.Struct], ...], overrides: dict[str, Any]
-) -> EventStore:
-    """In-memory stores of one test share their storage, as remote ones share a table."""
+    shared: list[tuple[StoreConfig, MemoryBackend]], overrides: dict[str, Any]
+) -> tuple[StoreConfig, MemoryBackend]:
+    """In-memory stores of one test share their storage, as remote ones share a table
+    (the first store's config, with this one's overrides)."""
     if not shared:
-        store = EventStore.in_memory(types=types, **overrides)
-        shared.append(store)
-        return store
-    first = shared[0]
-    config = first.config.replace(**overrides)
-    return EventStore(config, types=types, _backend=first._backend)
+        settings: dict[str, Any] = {"table_name": "in-memory", "bucket_name": "in-memory"}
+        config = StoreConfig(**{**settings, **overrides})
+        shared.append((config, memory_backend(config)))
+        return shared[0]
+    first, backend = shared[0]
+    return first.replace(**overrides), backend
+
+
+_BACKENDS: weakref.WeakKeyDictionary[EventStore, Backend] = weakref.WeakKeyDictionary()
+
+
+def store_on(
+    config: StoreConfig, backend: Backend, *, types: tuple[type[msgspec.Struct], ...] = EVENT_TYPES
+) -> EventStore:
+    """A store (not opened) on ``backend``, which :func:`backend_of` returns for it."""
+    store = EventStore(config, types=types, backend=backend)
+    _BACKENDS[store] = backend
+    return store
+
+
+def in_memory(**config: Any) -> EventStore:
+    """``EventStore.in_memory(**config)``, with its backend known to :func:`backend_of`."""
+    settings: dict[str, Any] = {"table_name": "in-memory", "bucket_name": "in-memory"}
+    store_config = StoreConfig(**{**settings, **config})
+    return store_on(store_config, memory_backend(store_config))
+
+
+def backend_of(store: EventStore) -> Any:
+    """The backend a store of :func:`store_on` (or of ``make_store``) was made with:
+    tests read and disturb the storage through it."""
+    return _BACKENDS[store]
 
 
 @pytest.fixture

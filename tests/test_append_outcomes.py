@@ -40,7 +40,7 @@ from eventstore_async import (
 from eventstore_async._backends.memory import MemoryBackend
 from eventstore_async._records import ChangeSetRecord, CommitPlan, CommitRejected
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -57,7 +57,7 @@ def big(label: str) -> list[dict[str, Any]]:
 
 
 async def object_keys(store: EventStore) -> list[str]:
-    objects = store._backend.objects
+    objects = backend_of(store).objects
     assert objects is not None
     return sorted([info.key async for info in objects.list(store.config.key_prefix)])
 
@@ -135,7 +135,7 @@ def faulty_store(**config: Any) -> tuple[EventStore, FaultyBackend]:
     }
     settings.update(config)
     backend = FaultyBackend()
-    return EventStore(StoreConfig(**settings), _backend=backend), backend
+    return EventStore(StoreConfig(**settings), backend=backend), backend
 
 
 async def stored(store: EventStore, aggregate_id: str) -> list[ChangeSet]:

@@ -93,7 +93,7 @@ def scripted_store(
         backoff_base=0.001,
         append_deadline_seconds=deadline,
     )
-    return EventStore(config, _backend=backend), backend
+    return EventStore(config, backend=backend), backend
 
 
 async def test_transaction_conflict_is_retried() -> None:

@@ -27,9 +27,10 @@ from eventstore_async._records import (
     checkpoint_partition,
     feed_partition,
 )
+from eventstore_async.testing import DynamoDBBackend
 
 from .concurrent_writer import writer
-from .conftest import StoreFactory, backend_names, remote_config
+from .conftest import StoreFactory, backend_names, backend_of, remote_config, store_on
 from .test_concurrency import run_writers
 
 pytestmark = pytest.mark.anyio
@@ -46,7 +47,7 @@ async def feed_entries(store: EventStore, shards: int) -> dict[int, list[FeedEnt
     """Every feed entry, per shard, read straight from storage."""
     entries: dict[int, list[FeedEntryRecord]] = {}
     for shard in range(shards):
-        records = await store._backend.scan_partition(feed_partition(shard), 1, 100_000)
+        records = await backend_of(store).scan_partition(feed_partition(shard), 1, 100_000)
         entries[shard] = [r for r in records if isinstance(r, FeedEntryRecord)]
     return entries
 
@@ -262,7 +263,7 @@ async def test_a_consumer_whose_lease_was_taken_stops(make_store: StoreFactory) 
     async with store.subscribe(name, lease_seconds=5.0) as sub:
         far_future = 2**62
         usurper = LeaseWrite(name, "someone-else", far_future + 1, far_future, ())
-        await store._backend.commit(CommitPlan(writes=(usurper,), token="usurp"))
+        await backend_of(store).commit(CommitPlan(writes=(usurper,), token="usurp"))
         with pytest.raises(LeaseLostError):
             await sub.checkpoint()
 
@@ -307,7 +308,7 @@ async def test_project_refuses_what_one_transaction_cannot_hold(
         with pytest.raises(InvalidInputError) as refused:
             await sub.project("limits", put=put, delete=delete)
         assert refused.value.argument == argument
-        record = await store._backend.get(checkpoint_partition(name), 0)
+        record = await backend_of(store).get(checkpoint_partition(name), 0)
         assert isinstance(record, CheckpointRecord) and record.seq == 0  # nothing written
         assert await store.get_view("limits", "k") is None
         # The most one call can hold: 99 documents and the checkpoint.
@@ -351,7 +352,7 @@ async def test_many_processes_append_while_a_subscription_follows(
 
 async def checkpointed(store: EventStore, name: str) -> set[tuple[str, int]]:
     """The change sets the subscription's checkpoint covers (read from storage)."""
-    record = await store._backend.get(checkpoint_partition(name), 0)
+    record = await backend_of(store).get(checkpoint_partition(name), 0)
     assert isinstance(record, CheckpointRecord)
     entries = await feed_entries(store, len(record.positions))
     return {
@@ -375,7 +376,7 @@ async def test_takeover_after_the_consumer_is_killed(
 ) -> None:
     config = remote_config(backend_name, request, feed_shards=SHARDS)
     name = new_name()
-    async with EventStore(config) as store:
+    async with store_on(config, DynamoDBBackend(config)) as store:
         await store.create_schema()
         try:
             appended = await append_some(store, [f"kill-{n}" for n in range(3)], 20)

@@ -8,20 +8,20 @@ from eventstore_async import EventStore, InvalidInputError
 from eventstore_async._backends.memory import MemoryBackend
 from eventstore_async._records import FeedShapeRecord, schema_partition
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of, in_memory
 
 pytestmark = pytest.mark.anyio
 
 
 async def recorded(store: EventStore) -> object:
-    return await store._backend.get(schema_partition(), 0)
+    return await backend_of(store).get(schema_partition(), 0)
 
 
 def sibling(first: EventStore, feed_shards: int) -> EventStore:
     """Another store on ``first``'s table, with its own feed setting."""
     config = first.config.replace(feed_shards=feed_shards)
-    shared = first._backend if isinstance(first._backend, MemoryBackend) else None
-    return EventStore(config, _backend=shared)
+    shared = backend_of(first) if isinstance(backend_of(first), MemoryBackend) else None
+    return EventStore(config, backend=shared)
 
 
 async def test_stores_with_another_shard_count_are_refused(make_store: StoreFactory) -> None:
@@ -59,7 +59,7 @@ async def test_a_subscription_with_another_count_is_refused(make_store: StoreFac
 
 
 async def test_a_table_without_a_record_gets_one_on_the_first_append() -> None:
-    async with EventStore.in_memory(feed_shards=2) as store:  # no create_schema call
+    async with in_memory(feed_shards=2) as store:  # no create_schema call
         assert await recorded(store) is None
         await store.append("order-1", [{"n": 1}], expected_version=0)
         assert await recorded(store) == FeedShapeRecord(shards=2)

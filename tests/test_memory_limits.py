@@ -24,7 +24,7 @@ from eventstore_async._records import (
     view_partition,
 )
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of, in_memory
 
 pytestmark = pytest.mark.anyio
 
@@ -41,20 +41,20 @@ def plan(*writes: Write) -> CommitPlan:
 
 async def refused_as_invalid(store: EventStore, refused: CommitPlan) -> StorageError:
     with pytest.raises(StorageError) as raised:
-        await store._backend.commit(refused)
+        await backend_of(store).commit(refused)
     assert raised.value.code == "ValidationException"
     assert raised.value.operation == "TransactWriteItems"
     return raised.value
 
 
 async def stored(store: EventStore, key: str) -> bool:
-    return await store._backend.get(view_partition(VIEW, key), 0) is not None
+    return await backend_of(store).get(view_partition(VIEW, key), 0) is not None
 
 
 async def test_more_than_100_writes_are_refused(store: EventStore) -> None:
     await refused_as_invalid(store, plan(*(put(f"k{n}") for n in range(101))))
     assert not await stored(store, "k0")
-    await store._backend.commit(plan(*(put(f"k{n}") for n in range(100))))
+    await backend_of(store).commit(plan(*(put(f"k{n}") for n in range(100))))
     assert await stored(store, "k99")
 
 
@@ -62,7 +62,7 @@ async def test_two_writes_to_one_item_are_refused(store: EventStore) -> None:
     await refused_as_invalid(store, plan(put("a"), put("k"), DeleteView(VIEW, "k")))
     await refused_as_invalid(store, plan(DeleteView(VIEW, "k"), DeleteView(VIEW, "k")))
     assert not await stored(store, "a")
-    await store._backend.commit(plan(put("a"), put("k")))
+    await backend_of(store).commit(plan(put("a"), put("k")))
     assert await stored(store, "k")
 
 
@@ -70,14 +70,14 @@ async def test_validation_comes_before_conditions(make_store: StoreFactory) -> N
     store = await make_store()
     name = f"sub-{uuid.uuid4().hex[:8]}"
     held = LeaseWrite(name, "holder", 2**62, 0, ())
-    await store._backend.commit(plan(held))
+    await backend_of(store).commit(plan(held))
     taken = LeaseWrite(name, "other", 2**62, 1, ())
     with pytest.raises(CommitRejected):  # alone, its condition fails
-        await store._backend.commit(plan(taken))
+        await backend_of(store).commit(plan(taken))
     await refused_as_invalid(store, plan(taken, put("k"), put("k")))
 
 
 async def test_an_empty_plan_is_refused_in_memory() -> None:
     # DynamoDB refuses it too (length 1 to 100); the emulator (moto) lets it through.
-    async with EventStore.in_memory() as store:
+    async with in_memory() as store:
         await refused_as_invalid(store, plan())

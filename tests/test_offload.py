@@ -21,7 +21,7 @@ from eventstore_async import (
 )
 from eventstore_async._backends.memory import MemoryBackend, MemoryObjects
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 from .domain import OrderPlaced
 
 pytestmark = pytest.mark.anyio
@@ -40,7 +40,7 @@ class Storage:
         self.table = config.table_name
         self.memory: MemoryBackend | None = None
         if emulator_url is None:
-            backend = store._backend
+            backend = backend_of(store)
             assert isinstance(backend, MemoryBackend)
             self.memory = backend
         else:

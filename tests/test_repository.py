@@ -32,7 +32,7 @@ from examples.bank import (
     withdraw,
 )
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -194,7 +194,7 @@ async def test_a_cached_command_decides_on_the_cached_state_and_only_commits(
     repo = bank.repository(account_decider(cache_size=10))
     await repo.execute("acct-1", open_account("ada"))
     calls: list[str] = []
-    backend = bank._backend
+    backend = backend_of(bank)
     for name in ("commit", "get", "get_head", "get_change_set", "query", "get_many"):
         monkeypatch.setattr(backend, name, _spy(calls, name, getattr(backend, name)))
     await repo.execute("acct-1", deposit(2))

@@ -22,7 +22,7 @@ from eventstore_async import (
 from eventstore_async._read.load import SNAPSHOT_READS
 from eventstore_async._records import CommitPlan, CommitRejected, Rejection, snapshot_sort_key
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -85,8 +85,8 @@ class HookedBackend:
 @asynccontextmanager
 async def hooked(store: EventStore, objects: Any = None, **hooks: Any) -> AsyncIterator[EventStore]:
     """A second store on ``store``'s storage whose backend calls go through hooks."""
-    backend = HookedBackend(store._backend, objects, **hooks)
-    async with EventStore(store.config, _backend=backend) as other:  # type: ignore[arg-type]
+    backend = HookedBackend(backend_of(store), objects, **hooks)
+    async with EventStore(store.config, backend=backend) as other:
         yield other
 
 
@@ -96,13 +96,13 @@ async def build(store: EventStore, aggregate: str, versions: int) -> None:
 
 
 async def bucket_keys(store: EventStore) -> set[str]:
-    objects = store._backend.objects
+    objects = backend_of(store).objects
     assert objects is not None
     return {info.key async for info in objects.list(store.config.key_prefix)}
 
 
 async def snapshot_key(store: EventStore, aggregate: str, version: int) -> str:
-    record = await store._backend.get(aggregate, snapshot_sort_key(version, "default"))
+    record = await backend_of(store).get(aggregate, snapshot_sort_key(version, "default"))
     pointer = getattr(record, "pointer", None)
     assert pointer is not None, "the snapshot is not offloaded"
     return str(pointer.key)
@@ -121,7 +121,7 @@ async def test_load_follows_a_save_that_evicts_its_snapshot(make_store: StoreFac
         if len(watched.gets) == 1:
             await store.save_snapshot(aggregate, 2, state(2), keep=1)
 
-    watched = WatchedObjects(store._backend.objects, evict_first)
+    watched = WatchedObjects(backend_of(store).objects, evict_first)
     async with hooked(store, watched) as loader:
         history = await loader.load(aggregate, snapshot_schema="default")
 
@@ -140,7 +140,7 @@ async def test_load_follows_a_save_that_overwrites_its_snapshot(make_store: Stor
         if len(watched.gets) == 1:
             await store.save_snapshot(aggregate, 2, state("second"))
 
-    watched = WatchedObjects(store._backend.objects, overwrite_first)
+    watched = WatchedObjects(backend_of(store).objects, overwrite_first)
     async with hooked(store, watched) as loader:
         history = await loader.load(aggregate, snapshot_schema="default")
 
@@ -160,7 +160,7 @@ async def test_load_replays_everything_when_snapshots_keep_vanishing(
         newer = 2 + len(watched.gets)
         assert await store.save_snapshot(aggregate, newer, state(newer), keep=1) is not None
 
-    watched = WatchedObjects(store._backend.objects, evict_each)
+    watched = WatchedObjects(backend_of(store).objects, evict_each)
     async with hooked(store, watched) as loader:
         history = await loader.load(aggregate, snapshot_schema="default")
 
@@ -178,10 +178,10 @@ async def test_a_listed_snapshot_without_its_object_is_an_integrity_error(
     await build(store, aggregate, 3)
     await store.save_snapshot(aggregate, 2, state(2))
     key = await snapshot_key(store, aggregate, 2)
-    assert store._backend.objects is not None
-    await store._backend.objects.delete(key)
+    assert backend_of(store).objects is not None
+    await backend_of(store).objects.delete(key)
 
-    watched = WatchedObjects(store._backend.objects)
+    watched = WatchedObjects(backend_of(store).objects)
     async with hooked(store, watched) as loader:
         with pytest.raises(IntegrityError) as broken:
             await loader.load(aggregate, snapshot_schema="default")
@@ -196,7 +196,7 @@ async def test_a_corrupt_snapshot_object_is_not_read_again(make_store: StoreFact
     await build(store, aggregate, 3)
     await store.save_snapshot(aggregate, 2, state(2))
     key = await snapshot_key(store, aggregate, 2)
-    objects = store._backend.objects
+    objects = backend_of(store).objects
     assert objects is not None
     await objects.delete(key)
     await objects.put(key, b"not the state that was saved")
@@ -234,7 +234,7 @@ async def test_a_lost_commit_response_is_settled_by_reading_back(
     aggregate = new_id()
     await build(store, aggregate, 3)
 
-    async with hooked(store, commit=lost_response(store._backend, lands=True)) as saver:
+    async with hooked(store, commit=lost_response(backend_of(store), lands=True)) as saver:
         offloaded = await saver.save_snapshot(aggregate, 2, state(2))
         inline = await saver.save_snapshot(aggregate, 3, {"tag": 3})
 
@@ -256,7 +256,7 @@ async def test_an_unsettled_outcome_keeps_the_object_and_says_so(
     async def unreadable(partition: str, sort_key: Any) -> None:
         raise StorageUnavailableError("timed out", reason="ReadTimeoutError", operation="GetItem")
 
-    hooks = {"commit": lost_response(store._backend, lands=True), "get": unreadable}
+    hooks = {"commit": lost_response(backend_of(store), lands=True), "get": unreadable}
     async with hooked(store, **hooks) as saver:
         with pytest.raises(SnapshotOutcomeUnknownError) as unknown:
             await saver.save_snapshot(aggregate, 2, state(2))
@@ -275,7 +275,7 @@ async def test_a_save_cancelled_in_flight_keeps_the_object(make_store: StoreFact
     landed = anyio.Event()
 
     async def lands_then_hangs(plan: CommitPlan) -> None:
-        await store._backend.commit(plan)
+        await backend_of(store).commit(plan)
         landed.set()
         await anyio.Event().wait()  # the response never comes
 
@@ -298,15 +298,15 @@ async def test_an_unlanded_commit_leaves_an_object_only_the_sweep_deletes(
     await store.save_snapshot(aggregate, 1, state(1))
     committed = await snapshot_key(store, aggregate, 1)
 
-    async with hooked(store, commit=lost_response(store._backend, lands=False)) as saver:
+    async with hooked(store, commit=lost_response(backend_of(store), lands=False)) as saver:
         with pytest.raises(SnapshotOutcomeUnknownError):
             await saver.save_snapshot(aggregate, 2, state(2))
 
     (left,) = await bucket_keys(store) - {committed}
-    referenced = await store._backend.referenced_objects(aggregate)
+    referenced = await backend_of(store).referenced_objects(aggregate)
     assert committed in referenced  # the sweep counts snapshot pointers as references
     assert left not in referenced  # so it deletes the one that never landed
-    assert (await store._backend.get_head(aggregate)).snapshots == {"default": (1,)}  # type: ignore[union-attr]
+    assert (await backend_of(store).get_head(aggregate)).snapshots == {"default": (1,)}  # type: ignore[union-attr]
 
 
 async def test_a_refused_save_deletes_its_object(make_store: StoreFactory) -> None:
@@ -346,7 +346,7 @@ async def test_a_save_cancelled_between_attempts_deletes_its_object(
         if head_reads > 1:
             rereading.set()
             await anyio.Event().wait()
-        return await store._backend.get_head(aggregate_id)
+        return await backend_of(store).get_head(aggregate_id)
 
     hooks = {"commit": refused, "get_head": hangs_on_reread}
     async with hooked(store, **hooks) as saver, anyio.create_task_group() as group:
@@ -381,7 +381,7 @@ async def test_a_refusal_no_retry_mends_is_raised_at_once_and_deletes_the_object
     store = await make_store(offload_threshold_bytes=THRESHOLD)
     aggregate = new_id()
     await build(store, aggregate, 3)
-    commit, sent = refused_with("ValidationError", 1, store._backend)
+    commit, sent = refused_with("ValidationError", 1, backend_of(store))
 
     async with hooked(store, commit=commit) as saver:
         with pytest.raises(StorageError) as refused:
@@ -391,7 +391,7 @@ async def test_a_refusal_no_retry_mends_is_raised_at_once_and_deletes_the_object
     assert refused.value.code == "ValidationError"
     assert sent == ["ValidationError"]  # sent once: retrying cannot mend it
     assert await bucket_keys(store) == set()
-    assert (await store._backend.get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
+    assert (await backend_of(store).get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize("code", ["ConditionalCheckFailed", "TransactionConflict"])
@@ -401,7 +401,7 @@ async def test_a_moved_snap_seq_or_a_busy_item_is_retried_on_a_fresh_head(
     store = await make_store(offload_threshold_bytes=THRESHOLD, backoff_base=0.001)
     aggregate = new_id()
     await build(store, aggregate, 3)
-    commit, sent = refused_with(code, 2, store._backend)
+    commit, sent = refused_with(code, 2, backend_of(store))
 
     async with hooked(store, commit=commit) as saver:
         saved = await saver.save_snapshot(aggregate, 2, state(2))

@@ -13,7 +13,7 @@ from eventstore_async._records import SnapshotRecord
 from eventstore_async._write.snapshots import MAX_DELETIONS, request_token
 
 from .chaos.proxy import FaultProxy
-from .conftest import StoreFactory, unique_names
+from .conftest import StoreFactory, backend_of, unique_names
 
 pytestmark = pytest.mark.anyio
 
@@ -152,11 +152,11 @@ async def test_a_save_deletes_at_most_what_fits_in_one_transaction(store: EventS
         await store.save_snapshot(aggregate, version, {"at": version}, keep=100)
 
     await store.save_snapshot(aggregate, 101, {"at": 101}, keep=1)  # 100 to drop, 98 fit
-    after_one = await store._backend.get_head(aggregate)
+    after_one = await backend_of(store).get_head(aggregate)
     still_listed = await store.load(aggregate, snapshot_schema="default", to_version=100)
     deleted = await store.load(aggregate, snapshot_schema="default", to_version=98)
     await store.save_snapshot(aggregate, 102, {"at": 102}, keep=1)  # the rest go now
-    after_two = await store._backend.get_head(aggregate)
+    after_two = await backend_of(store).get_head(aggregate)
 
     assert MAX_DELETIONS == 98
     assert after_one is not None and after_one.snapshots == {"default": (99, 100, 101)}

@@ -34,9 +34,10 @@ from eventstore_async._records import (
     checkpoint_partition,
 )
 from eventstore_async._retry import ConflictBackoff
+from eventstore_async.testing import DynamoDBBackend
 from tests.chaos.proxy import FaultProxy, ProxyRequest
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of, store_on
 
 pytestmark = pytest.mark.anyio
 
@@ -75,8 +76,9 @@ class CommitFaults:
 
 
 def with_faults(store: EventStore) -> CommitFaults:
-    faults = CommitFaults(store._backend)
-    store._backend = faults  # type: ignore[assignment]
+    """The fault wrapper in front of ``store``'s backend (see :func:`new_store`)."""
+    faults = backend_of(store)
+    assert isinstance(faults, CommitFaults)
     return faults
 
 
@@ -94,7 +96,7 @@ def leads_with(kind: type, times: int, code: str = "TransactionConflict") -> Scr
 
 
 async def new_store(make_store: StoreFactory) -> tuple[EventStore, str]:
-    store = await make_store(feed_shards=SHARDS)
+    store = await make_store(feed_shards=SHARDS, wrap=CommitFaults)
     aggregate = f"faults-{uuid.uuid4().hex[:6]}"
     for version in range(3):
         await store.append(aggregate, [{"n": version}], expected_version=version)
@@ -102,7 +104,7 @@ async def new_store(make_store: StoreFactory) -> tuple[EventStore, str]:
 
 
 async def checkpoint_of(store: EventStore, name: str) -> CheckpointRecord:
-    record = await store._backend.get(checkpoint_partition(name), 0)
+    record = await backend_of(store).get(checkpoint_partition(name), 0)
     assert isinstance(record, CheckpointRecord)
     return record
 
@@ -172,23 +174,22 @@ async def test_conflict_on_project_through_dynamodb_is_retried(emulator_url: str
             return "transaction_conflict"
         return None
 
-    async with (
-        FaultProxy(emulator_url, script=script) as proxy,
-        EventStore(_config(proxy.url, feed_shards=1)) as store,
-    ):
-        await store.create_schema()
-        for n in range(3):
-            await store.append(f"a{n}", [{"n": n}], expected_version=0)
-        async with store.subscribe("proj", lease_seconds=30) as sub:
-            for _ in range(3):
-                change_set = await sub.__anext__()
-                inject["on"] = change_set.aggregate_id == "a1"
-                await sub.project("v", put={change_set.aggregate_id: {"v": 1}})
-        assert proxy.faults["transaction_conflict"] == 1
-        assert [await store.get_view("v", f"a{n}") for n in range(3)] == [{"v": 1}] * 3
-        assert (await checkpoint_of(store, "proj")).positions == (3,)
-        await assert_free(store, "proj")
-        await store.drop_schema()
+    async with FaultProxy(emulator_url, script=script) as proxy:
+        config = _config(proxy.url, feed_shards=1)
+        async with store_on(config, DynamoDBBackend(config)) as store:
+            await store.create_schema()
+            for n in range(3):
+                await store.append(f"a{n}", [{"n": n}], expected_version=0)
+            async with store.subscribe("proj", lease_seconds=30) as sub:
+                for _ in range(3):
+                    change_set = await sub.__anext__()
+                    inject["on"] = change_set.aggregate_id == "a1"
+                    await sub.project("v", put={change_set.aggregate_id: {"v": 1}})
+            assert proxy.faults["transaction_conflict"] == 1
+            assert [await store.get_view("v", f"a{n}") for n in range(3)] == [{"v": 1}] * 3
+            assert (await checkpoint_of(store, "proj")).positions == (3,)
+            await assert_free(store, "proj")
+            await store.drop_schema()
 
 
 # -- taking and renewing the lease -----------------------------------------------------------
@@ -266,7 +267,7 @@ async def test_iteration_ends_once_project_finds_the_lease_lost(
         await sub.__anext__()
         far_future = 2**62
         usurper = LeaseWrite(name, "someone-else", far_future + 1, far_future, ())
-        await store._backend.commit(CommitPlan(writes=(usurper,), token="usurp"))
+        await backend_of(store).commit(CommitPlan(writes=(usurper,), token="usurp"))
         with pytest.raises(LeaseLostError):
             await sub.project("faults", put={"k": {"v": 1}})
         with pytest.raises(LeaseLostError):  # not the change sets still buffered

@@ -13,13 +13,14 @@ import boto3
 import msgspec
 import pytest
 
-from eventstore_async import EventStore
+from eventstore_async import EventStore, StoreConfig
 from eventstore_async._backends.memory import MemoryBackend, MemoryObjects
 from eventstore_async._offload.keys import object_key
 from eventstore_async._offload.sweep import is_older
 from eventstore_async._records import ChangeSetRecord
+from eventstore_async.testing import DynamoDBBackend, memory_backend
 
-from .conftest import StoreFactory, remote_config
+from .conftest import StoreFactory, backend_of, remote_config, store_on
 from .test_offload import blob_events, new_id
 
 pytestmark = pytest.mark.anyio
@@ -63,12 +64,14 @@ async def test_a_sweep_keeps_the_objects_of_another_table_in_the_same_bucket(
         for config in (config_a, config_b):  # with the default timeouts
             async with EventStore(config.replace(connect_timeout=2, read_timeout=10)) as admin:
                 await admin.create_schema()
-        async with EventStore(config_a) as a, EventStore(config_b) as b:
+        a = store_on(config_a, DynamoDBBackend(config_a))
+        b = store_on(config_b, DynamoDBBackend(config_b))
+        async with a, b:
             aggregate = new_id()
             await a.append(aggregate, blob_events(3, 3000), expected_version=0)
             await b.append(aggregate, blob_events(3, 3000, seed=1), expected_version=0)
-            (a_key,) = await a._backend.referenced_objects(aggregate)  # type: ignore[attr-defined]
-            (b_key,) = await b._backend.referenced_objects(aggregate)  # type: ignore[attr-defined]
+            (a_key,) = await backend_of(a).referenced_objects(aggregate)
+            (b_key,) = await backend_of(b).referenced_objects(aggregate)
             orphan = b_key.rsplit("/", 1)[0] + "/" + uuid.uuid4().hex
             s3 = s3_client(emulator_url)
             s3.put_object(Bucket=config_b.bucket_name, Key=orphan, Body=b"x")
@@ -114,9 +117,12 @@ def age_objects(objects: MemoryObjects, seconds: float) -> None:
 
 
 async def test_objects_under_the_earlier_key_layout_are_swept_when_asked() -> None:
-    async with EventStore.in_memory(offload_threshold_bytes=THRESHOLD) as store:
-        backend = store._backend
-        assert isinstance(backend, MemoryBackend) and isinstance(backend.objects, MemoryObjects)
+    config = StoreConfig(
+        table_name="in-memory", bucket_name="in-memory", offload_threshold_bytes=THRESHOLD
+    )
+    backend = memory_backend(config)
+    async with EventStore(config, backend=backend) as store:
+        assert isinstance(backend.objects, MemoryObjects)
         aggregate = new_id()
         await store.append(aggregate, blob_events(3, 3000), expected_version=0)
         referenced = move_to_legacy_key(backend, aggregate, 1)
@@ -141,7 +147,7 @@ async def test_new_object_keys_name_the_table(make_store: StoreFactory) -> None:
     store = await make_store(offload_threshold_bytes=THRESHOLD)
     aggregate = new_id()
     await store.append(aggregate, blob_events(3, 3000), expected_version=0)
-    (key,) = await store._backend.referenced_objects(aggregate)  # type: ignore[attr-defined]
+    (key,) = await backend_of(store).referenced_objects(aggregate)
     config = store.config
     assert key.startswith(f"{config.key_prefix}{config.table_name}/")
 

@@ -238,16 +238,17 @@ async def store_calls(emulator_url: str) -> list[tuple[str, dict[str, Any]]]:
         page_size=2,
     )
     with mock.patch.object(FastDynamoDB, "_call", recording):
-        async with EventStore(config) as store:
+        backend = DynamoDBBackend(config)
+        async with EventStore(config, backend=backend) as store:
             await store.create_schema()
             try:
-                await busy_scenario(store)
+                await busy_scenario(store, backend)
             finally:
                 await store.drop_schema()
     return calls
 
 
-async def busy_scenario(store: EventStore) -> None:
+async def busy_scenario(store: EventStore, backend: DynamoDBBackend) -> None:
     await store.append(
         "order-1", [{"n": 1}], expected_version=0, aggregate_type="Order", metadata={"u": "a"}
     )
@@ -264,7 +265,7 @@ async def busy_scenario(store: EventStore) -> None:
             await sub.project("views", put={change_set.commit_id: {"v": change_set.version}})
             if change_set.version == 3:
                 break
-    await store._backend.referenced_objects("order-1")  # type: ignore[attr-defined]  # the sweep's
+    await backend.referenced_objects("order-1")  # the sweep's
 
 
 def kinds(calls: list[tuple[str, dict[str, Any]]]) -> set[str]:
@@ -728,8 +729,10 @@ def test_versions_outside_the_tested_range_are_refused() -> None:
 
 async def test_closing_the_store_closes_the_fast_path_s_session() -> None:
     config = StoreConfig(table_name="wire", aws_access_key_id=KEY, aws_secret_access_key=SECRET)
-    async with EventStore(config) as store:
-        fast = store._backend._clients.dynamodb  # type: ignore[attr-defined]
+    backend = DynamoDBBackend(config)
+    async with EventStore(config, backend=backend):
+        assert backend._clients is not None
+        fast = backend._clients.dynamodb
         assert isinstance(fast, FastDynamoDB)
         assert not fast._session.closed
     assert fast._session.closed

@@ -21,6 +21,7 @@ import anyio.lowlevel
 import msgspec
 
 from .._capacity import CapacityMeter
+from .._config import StoreConfig
 from .._errors import SchemaMissingError, StorageError
 from .._records import (
     MAX_TRANSACTION_ACTIONS,
@@ -60,7 +61,7 @@ from .._records import (
 from .aws.items import change_set_item_size, companion_items_size
 from .protocol import ObjectInfo, Page, ScanPage, UploadInfo
 
-__all__ = ["MemoryBackend"]
+__all__ = ["MemoryBackend", "MemoryObjects", "memory_backend"]
 
 #: The ``kind`` attribute of system items (see ``aws/items.py``) -> their record type.
 _SYSTEM_KINDS: dict[str, type] = {
@@ -71,6 +72,13 @@ _SYSTEM_KINDS: dict[str, type] = {
 }
 
 _DEFAULT_PAGE = 1000
+
+
+def memory_backend(config: StoreConfig) -> MemoryBackend:
+    """An empty in-process backend with DynamoDB's semantics, for ``config``: its
+    ``page_size``, and an in-memory bucket when ``config.bucket_name`` is set. The
+    schema exists from the start."""
+    return MemoryBackend(page_size=config.page_size, with_objects=config.bucket_name is not None)
 
 
 class MemoryBackend:
