@@ -18,7 +18,7 @@ from eventstore_async._records import (
     feed_partition,
 )
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 from .domain import OrderPlaced, OrderShipped
 
 pytestmark = pytest.mark.anyio
@@ -65,7 +65,7 @@ async def drain(store: EventStore, name: str, want: int, **filters: Any) -> list
 
 
 async def saved_positions(store: EventStore, name: str) -> tuple[int, ...]:
-    record = await store._backend.get(checkpoint_partition(name), 0)
+    record = await backend_of(store).get(checkpoint_partition(name), 0)
     assert isinstance(record, CheckpointRecord)
     return record.positions
 
@@ -75,7 +75,7 @@ async def test_new_entries_carry_the_aggregate_type_and_event_type_names(
 ) -> None:
     store = await make_store(feed_shards=1)
     await append_mix(store)
-    entries = await store._backend.scan_partition(feed_partition(0), 1, 10)
+    entries = await backend_of(store).scan_partition(feed_partition(0), 1, 10)
     assert [(e.aggregate_type, e.event_types) for e in entries] == [
         ("order", ("OrderPlaced",)),
         ("cust", ()),
@@ -87,10 +87,10 @@ async def test_new_entries_carry_the_aggregate_type_and_event_type_names(
 async def test_filters_deliver_only_matches_and_read_only_their_change_sets(
     make_store: StoreFactory,
 ) -> None:
-    store = await make_store(feed_shards=1)
+    store = await make_store(feed_shards=1, wrap=ReadSpy)
     await append_mix(store)
-    spy = ReadSpy(store._backend)
-    store._backend = spy  # type: ignore[assignment]
+    spy = backend_of(store)
+    assert isinstance(spy, ReadSpy)
 
     by_event = await drain(store, "by-event", 2, event_types=["OrderPlaced"])
     assert by_event == [("order-1", 1), ("order-2", 1)]
@@ -110,7 +110,7 @@ async def test_entries_without_types_are_filtered_after_reading(
     """Entries written before they carried types: the change set (and head) decide."""
     store = await make_store(feed_shards=1)
     await append_mix(store)
-    backend = store._backend
+    backend = backend_of(store)
     for entry in await backend.scan_partition(feed_partition(0), 1, 10):
         assert isinstance(entry, FeedEntryRecord)
         await _rewrite_as_old(store, entry)
@@ -123,7 +123,7 @@ async def test_entries_without_types_are_filtered_after_reading(
 async def _rewrite_as_old(store: EventStore, entry: FeedEntryRecord) -> None:
     """Put the entry back without the type attributes, as before this change."""
     old = msgspec.structs.replace(entry, aggregate_type=None, event_types=None)
-    backend: Any = store._backend
+    backend: Any = backend_of(store)
     if hasattr(backend, "_partitions"):  # memory
         backend._partitions[feed_partition(0)][entry.position] = old
         return

@@ -10,7 +10,7 @@ import pytest
 from eventstore_async import EventStore, InvalidInputError
 from eventstore_async._records import CheckpointRecord, checkpoint_partition
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -82,7 +82,7 @@ async def test_bad_projections_are_refused_before_anything_is_written(
         with pytest.raises(InvalidInputError) as refused:
             await sub.project(**kwargs)
         assert refused.value.argument == argument
-        record = await store._backend.get(checkpoint_partition(name), 0)
+        record = await backend_of(store).get(checkpoint_partition(name), 0)
         assert isinstance(record, CheckpointRecord) and record.seq == 0
         # The most one call can hold: 99 documents over the views, and the checkpoint.
         await sub.project(views={"a": {"put": documents(49)}, "b": {"put": documents(50)}})

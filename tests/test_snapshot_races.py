@@ -441,7 +441,7 @@ async def test_a_save_whose_resend_is_refused_keeps_its_own_object(
     await store.save_snapshot(aggregate, 1, state(1), keep=keep)
     first = await snapshot_key(store, aggregate, 1)
 
-    async with hooked(store, commit=lands_then_resend_refused(store._backend)) as saver:
+    async with hooked(store, commit=lands_then_resend_refused(backend_of(store))) as saver:
         saved = await saver.save_snapshot(aggregate, 2, state(2), keep=keep)
 
     assert saved is not None and saved.version == 2
@@ -463,11 +463,11 @@ async def test_a_landed_save_overwritten_before_its_retry_commits_a_fresh_object
     landed = [0]
 
     async def commit(plan: CommitPlan) -> None:
-        await store._backend.commit(plan)
+        await backend_of(store).commit(plan)
         if not landed[0]:
             landed[0] += 1
             await store.save_snapshot(aggregate, 2, state("other"))  # deletes our object
-            head = await store._backend.get(aggregate, 0)
+            head = await backend_of(store).get(aggregate, 0)
             reasons: list[Rejection | None] = [Rejection(code="ConditionalCheckFailed", old=head)]
             raise CommitRejected(reasons + [None] * (len(plan.writes) - 1))
 
@@ -513,7 +513,7 @@ async def test_a_save_that_keeps_losing_stops_at_the_append_deadline(
     )
     aggregate = new_id()
     await build(store, aggregate, 3)
-    commit, sent = refused_with("TransactionConflict", 1000, store._backend)
+    commit, sent = refused_with("TransactionConflict", 1000, backend_of(store))
 
     async with hooked(store, commit=commit) as saver:
         with pytest.raises(StorageUnavailableError) as late:
@@ -523,4 +523,4 @@ async def test_a_save_that_keeps_losing_stops_at_the_append_deadline(
     assert (late.value.code, late.value.reason) == (None, "AppendDeadline")
     assert 1 < len(sent) < 101
     assert await bucket_keys(store) == set()  # nothing landed: its object is deleted
-    assert (await store._backend.get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
+    assert (await backend_of(store).get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
