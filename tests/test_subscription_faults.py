@@ -326,8 +326,10 @@ class LostAnswers:
 
 
 def with_lost_answers(store: EventStore, **options: Any) -> LostAnswers:
-    lost = LostAnswers(store._backend, **options)
-    store._backend = lost  # type: ignore[assignment]
+    """Lost answers behind the :class:`CommitFaults` wrapper of ``store`` (new_store's)."""
+    faults = with_faults(store)
+    lost = LostAnswers(faults.inner, **options)
+    faults.inner = lost
     return lost
 
 
