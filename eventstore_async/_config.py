@@ -111,7 +111,7 @@ class StoreConfig:
     #: long an object can wait for its transaction (see ``sweep_orphans``).
     max_upload_seconds: float = 900.0
     #: Send DynamoDB's data-plane calls (TransactWriteItems, Query, GetItem, BatchGetItem)
-    #: on the fast path (``_wire.py``: the same requests, signing, retries and errors,
+    #: on the fast path (``_backends/aws/wire.py``: the same requests, signing, retries and errors,
     #: at a third of the CPU). It is used only with the aiobotocore/botocore versions it
     #: was tested with; ``False`` sends every call through the stock aiobotocore client.
     fast_path: bool = True

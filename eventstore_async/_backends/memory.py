@@ -276,7 +276,7 @@ def _address(write: Write) -> tuple[str, SortKey]:
 
 
 def _refuses(old: Record | None, write: Write) -> bool:
-    """The condition DynamoDB would check for this write (see ``_items``), failed."""
+    """The condition DynamoDB would check for this write (see ``aws/items.py``), failed."""
     if isinstance(write, HeadWrite):
         return old is not None if write.expected_version == 0 else not _head_matches(old, write)
     if isinstance(write, PutChangeSet | PutMarker | PutFeedEntry | PutFeedShape):

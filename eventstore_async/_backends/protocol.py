@@ -86,7 +86,7 @@ ScanPage = list[Record | MalformedItem]
 
 
 class Backend(Protocol):
-    #: Capacity units the table reported, per operation kind (see ``_capacity``).
+    #: Capacity units the table reported, per operation kind (see ``_capacity.py``).
     capacity: CapacityMeter
 
     @property

@@ -3,7 +3,7 @@
 Writing: events (a sequence, an iterator or an async iterator) are encoded one at a
 time. While the payload stays under ``offload_threshold_bytes`` it is kept and stored
 inline; past it (when a bucket is configured) the bytes so far and the rest of the
-stream go to S3 through ``_upload`` and the change set stores a pointer (key, size,
+stream go to S3 through ``upload.py`` and the change set stores a pointer (key, size,
 SHA-256, compression). Memory never holds more than the threshold plus the upload's
 parts in flight.
 
@@ -11,7 +11,7 @@ Reading: a pointer's object is downloaded, its size and SHA-256 checked before
 anything is decoded (:class:`IntegrityError` otherwise), then decompressed and decoded.
 An object that is not there at all raises :class:`PayloadMissingError`, an
 ``IntegrityError`` that a snapshot load can tell apart: a concurrent snapshot save may
-delete the object of a snapshot the load has just read (see ``_load``).
+delete the object of a snapshot the load has just read (see ``_read/load.py``).
 :meth:`PayloadReader.iter_events` spools the object to a temporary file instead, so a
 change set of any size is checked, then yielded one event at a time.
 

@@ -13,7 +13,7 @@ One transaction holds at most 100 actions, so a save deletes at most
 listed on the head, still valid and still used by loads, and go on later saves.
 
 The objects of evicted or overwritten snapshots are deleted after the commit; a load
-that read such a snapshot just before re-reads (``_load``). The new state's object is
+that read such a snapshot just before re-reads (``_read/load.py``). The new state's object is
 deleted when the save certainly did not land (it failed before sending, or the
 transaction was refused); when the outcome is unknown (response lost, cancelled in
 flight) the snapshot is read back, and if that does not settle it
@@ -24,7 +24,7 @@ failure of the request itself is raised as is, its object also left to the sweep
 The transaction's ``ClientRequestToken`` is a hash of the aggregate, schema,
 ``snap_seq``, version and timestamp (:func:`request_token`), like an append's.
 
-Refusals go through the one retry loop (``_retry``). A save recognises its own
+Refusals go through the one retry loop (``_retry.py``). A save recognises its own
 commit as an append does: a refused attempt may be botocore's re-send of one that
 landed (without request-token idempotency the re-send is refused because
 ``snap_seq`` moved), so the snapshot is read back first, and this save's own
@@ -436,7 +436,7 @@ def _plan(head: HeadRecord, record: SnapshotRecord, retention: _Retention) -> Co
 def request_token(record: SnapshotRecord, snapshot_seq: int) -> str:
     """The ``ClientRequestToken`` (at most 36 characters) of one save attempt.
 
-    Like an append's (``_plan.request_token``), a hash of everything that tells the
+    Like an append's (``_write/plan.py``, ``request_token``), a hash of everything that tells the
     attempt apart: the aggregate, the schema, the head's ``snap_seq`` the attempt
     builds on, the version and the save's timestamp. botocore's re-sends keep it, so a
     re-sent transaction that landed is answered with success; saves of other

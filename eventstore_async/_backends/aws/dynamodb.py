@@ -1,5 +1,5 @@
 """The DynamoDB (and S3) backend: every DynamoDB request goes out from here, through the
-client or its fast path (``_wire.py``); S3 object requests go through ``_objects.py``."""
+client or its fast path (``wire.py``); S3 object requests go through ``s3.py``."""
 
 from __future__ import annotations
 

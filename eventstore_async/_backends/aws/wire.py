@@ -26,7 +26,7 @@ Python). :class:`FastDynamoDB` sends ``TransactWriteItems``, ``Query``, ``GetIte
                          of the output: botocore's dict
 
 :meth:`FastDynamoDB.read` hands a success answer's raw body to a reader of the caller's
-instead (the store reads its ``Query`` pages straight into records, ``_item_reader.py``);
+instead (the store reads its ``Query`` pages straight into records, ``item_reader.py``);
 when the reader declines, botocore's dict comes back as from the method.
 
 ``tests/test_wire.py`` holds the golden tests: the requests are botocore's and the
