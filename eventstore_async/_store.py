@@ -26,6 +26,7 @@ from ._backends.aws.dynamodb import DynamoDBBackend
 from ._backends.memory import memory_backend
 from ._backends.protocol import Backend
 from ._capacity import operation_kind
+from ._closing import WriteGate
 from ._codec import EventCodec
 from ._config import StoreConfig
 from ._errors import (
@@ -139,7 +140,8 @@ class EventStore:
         self._verify_on_open = bool(verify_on_open)
         self._codec = EventCodec(*types)
         self._backend: Backend = backend if backend is not None else DynamoDBBackend(config)
-        self._appender = Appender(self._backend, config)
+        self._gate = WriteGate()
+        self._appender = Appender(self._backend, config, self._gate)
         self._shape = FeedShape(self._backend, config.feed_shards, config.table_name)
         self._state = _State.UNOPENED
         self._in_flight = 0
@@ -150,7 +152,7 @@ class EventStore:
     def _wire_payloads(self) -> None:
         """Offload and read-back use the backend's object store, known once open."""
         objects = self._backend.objects
-        self._offloader = Offloader(self._codec, objects, self._config)
+        self._offloader = Offloader(self._codec, objects, self._config, self._gate)
         self._reader = PayloadReader(self._codec, objects)
         self._decoder = ChangeSetDecoder(self._codec, self._reader, self._config.fetch_concurrency)
         self._snapshots = SnapshotWriter(self._backend, self._offloader, self._config)
@@ -228,20 +230,30 @@ class EventStore:
         """Close the clients; safe to call twice. Runs to the end even when cancelled.
 
         New operations are refused at once (:class:`StoreClosedError`); operations in
-        flight get up to ``grace_seconds`` to finish before the clients close under
-        them (they then fail with a :class:`StorageError`; an append among them may
-        have landed, see :class:`CommitOutcomeUnknownError`).
+        flight get up to ``grace_seconds`` to finish. Then uploads still running are
+        stopped (a multipart upload aborted, an object deleted) and no append sends its
+        transaction any more: those appends raise :class:`StoreClosedError`, nothing was
+        written. The clients close after that cleanup (bounded by ``read_timeout`` plus
+        ``connect_timeout``, twice); an operation whose request is still out then fails
+        with a :class:`StorageError`, and an append among them may have landed (see
+        :class:`CommitOutcomeUnknownError`).
         """
         if self._state in (_State.CLOSING, _State.CLOSED):
             return
         self._state = _State.CLOSING
         with anyio.CancelScope(shield=True):
-            with anyio.move_on_after(grace_seconds):
-                while self._in_flight:
-                    self._idle = anyio.Event()
-                    await self._idle.wait()
+            await self._wait_idle(grace_seconds)
+            self._gate.close()
+            await self._wait_idle(2 * (self._config.connect_timeout + self._config.read_timeout))
             self._state = _State.CLOSED
             await self._backend.aclose()
+
+    async def _wait_idle(self, seconds: float) -> None:
+        """Until no operation is in flight, or ``seconds`` have passed."""
+        with anyio.move_on_after(seconds):
+            while self._in_flight:
+                self._idle = anyio.Event()
+                await self._idle.wait()
 
     def _require_open(self) -> None:
         if self._state is not _State.OPEN:

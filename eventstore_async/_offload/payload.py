@@ -31,6 +31,7 @@ from typing import IO, Any
 import anyio
 
 from .._backends.protocol import ObjectStore
+from .._closing import WriteGate
 from .._codec import FORMAT_FRAMED, EventCodec, FrameDecoder
 from .._config import DYNAMODB_ITEM_LIMIT, StoreConfig
 from .._errors import (
@@ -39,6 +40,7 @@ from .._errors import (
     IntegrityError,
     InvalidInputError,
     StorageError,
+    StoreClosedError,
 )
 from .._records import ObjectPointer
 from .keys import object_key
@@ -89,10 +91,17 @@ class _Counter:
 class Offloader:
     """Turns the events argument of an append into an inline payload or an S3 object."""
 
-    def __init__(self, codec: EventCodec, objects: ObjectStore | None, config: StoreConfig) -> None:
+    def __init__(
+        self,
+        codec: EventCodec,
+        objects: ObjectStore | None,
+        config: StoreConfig,
+        gate: WriteGate | None = None,
+    ) -> None:
         self._codec = codec
         self._objects = objects
         self._config = config
+        self._gate = gate or WriteGate()
         self._threshold = config.offload_threshold_bytes if objects else DYNAMODB_ITEM_LIMIT
 
     async def encode(self, aggregate_id: str, events: Any) -> EncodedPayload:
@@ -183,18 +192,19 @@ class Offloader:
         compression = self._config.compression
         body = _compressed(chunks) if compression == "zlib" else chunks
         started = anyio.current_time()
-        try:
-            uploaded = await upload(
-                self._objects,
-                key,
-                body,
-                part_size=self._config.part_size_bytes,
-                concurrency=self._config.upload_concurrency,
-            )
-        except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self.discard(key)  # a single PutObject may have landed
-            raise
+        with self._gate.upload():  # closing the store stops it, and it cleans up
+            try:
+                uploaded = await upload(
+                    self._objects,
+                    key,
+                    body,
+                    part_size=self._config.part_size_bytes,
+                    concurrency=self._config.upload_concurrency,
+                )
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await self.discard(key)  # a single PutObject may have landed
+                raise
         pointer = ObjectPointer(key, uploaded.size, uploaded.sha256, compression)
         await self._check_upload_time(pointer, anyio.current_time() - started)
         return pointer
@@ -215,7 +225,7 @@ class Offloader:
         """Delete an object no change set references; failures are left to the sweep."""
         if self._objects is None:
             return
-        with suppress(StorageError):
+        with suppress(StorageError, StoreClosedError):  # closed: left to the sweep
             await self._objects.delete(key)
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import anyio
 
 from .._backends.protocol import ObjectStore
-from .._errors import StorageError
+from .._errors import StorageError, StoreClosedError
 
 __all__ = ["Uploaded", "upload"]
 
@@ -133,5 +133,5 @@ async def _upload_parts(
 
 async def abort_quietly(objects: ObjectStore, key: str, upload_id: str) -> None:
     """Abort; if that fails too, the bucket's lifecycle rule and the sweep clean up."""
-    with contextlib.suppress(StorageError):
+    with contextlib.suppress(StorageError, StoreClosedError):
         await objects.abort_multipart(key, upload_id)

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import anyio
 
 from .._backends.protocol import Backend
+from .._closing import WriteGate
 from .._config import StoreConfig
 from .._errors import (
     APPEND_DEADLINE,
@@ -104,8 +105,9 @@ class AppendProgress:
 
 
 class Appender:
-    def __init__(self, backend: Backend, config: StoreConfig) -> None:
+    def __init__(self, backend: Backend, config: StoreConfig, gate: WriteGate) -> None:
         self._backend = backend
+        self.gate = gate  # closed by aclose: no transaction is sent after
         self._backoff = ConflictBackoff.of(config)
         self._deadline = config.append_deadline_seconds
         self._feed = FeedPositions(backend, config.feed_shards)
@@ -277,6 +279,7 @@ class _AppendAttempts:
     async def send(self) -> list[Committed]:
         """One transaction; a lost answer is settled by reading back (``_settle_unknown``)."""
         appender, requests, versions = self._appender, self._requests, self._versions
+        appender.gate.check("the append's transaction was sent")
         self._plans = [
             plan_append(r, v, self._timestamp_us) for r, v in zip(requests, versions, strict=True)
         ]

@@ -103,6 +103,8 @@ class DynamoDBBackend:
         return self._objects
 
     async def aclose(self) -> None:
+        if self._objects is not None:
+            self._objects.close()
         stack, self._stack, self._clients, self._objects = self._stack, None, None, None
         if stack is not None:
             await stack.aclose()

@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..._errors import StorageError
+from ..._errors import StorageError, StoreClosedError
 from ..protocol import ObjectInfo, UploadInfo
 from .errors import translate_errors
 
@@ -25,8 +25,20 @@ class S3Objects:
     """:class:`ObjectStore` on one S3 bucket."""
 
     def __init__(self, client: Any, bucket: str) -> None:
-        self._s3 = client
+        self._client: Any = client
         self._bucket = bucket
+
+    @property
+    def _s3(self) -> Any:
+        """The client, until :meth:`close`: a closed aiobotocore client would open a new
+        HTTP session that nobody closes, and write after the store said it was closed."""
+        if self._client is None:
+            raise StoreClosedError("the store is closed; no S3 request is sent")
+        return self._client
+
+    def close(self) -> None:
+        """Refuse every later request (the store is closing its clients)."""
+        self._client = None
 
     async def put(self, key: str, body: bytes) -> None:
         try:
