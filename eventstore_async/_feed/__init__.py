@@ -1,0 +1,1 @@
+"""The global feed: positions, subscriptions, filters, views, read-your-writes."""

@@ -1,0 +1,1 @@
+"""Oversized payloads in S3, through the ObjectStore protocol only."""

@@ -1,0 +1,1 @@
+"""Operators' views of a table: the integrity check, the feed read-only."""

@@ -1,0 +1,1 @@
+"""Reads: loads, streaming reads, records to the public models."""

@@ -1,0 +1,1 @@
+"""Writes: append planning, checks, sending and settling, snapshot saves."""

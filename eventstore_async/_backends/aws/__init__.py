@@ -1,0 +1,1 @@
+"""The AWS backend: the only package that imports botocore, aiobotocore, aiohttp, aioboto3."""
