@@ -17,32 +17,80 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-__all__ = ["CapacityMeter", "Usage", "current_kind", "operation_kind", "units_of"]
+__all__ = [
+    "CapacityMeter",
+    "Usage",
+    "current_kind",
+    "current_usage",
+    "note_attempt",
+    "note_offload",
+    "operation_kind",
+    "tracking",
+    "units_of",
+]
 
 _KIND: ContextVar[str] = ContextVar("eventstore_operation", default="other")
 _USAGE: ContextVar[Usage | None] = ContextVar("eventstore_usage", default=None)
 
 
 class Usage:
-    """Units consumed by one operation (what its span reports)."""
+    """What one operation consumed (what its span reports); a nested operation's usage
+    counts in its parent's too."""
 
-    __slots__ = ("read", "write")
+    __slots__ = ("attempts", "offloads", "parent", "read", "write")
 
-    def __init__(self) -> None:
+    def __init__(self, parent: Usage | None = None) -> None:
+        self.parent = parent
         self.read = 0.0
         self.write = 0.0
+        self.attempts = 0
+        self.offloads = 0
+
+    def chain(self) -> Iterator[Usage]:
+        usage: Usage | None = self
+        while usage is not None:
+            yield usage
+            usage = usage.parent
 
 
 @contextmanager
-def operation_kind(name: str, usage: Usage | None = None) -> Iterator[None]:
-    """Count DynamoDB capacity consumed inside the block as operation ``name``'s (and in
-    ``usage``, when given)."""
-    kind, spent = _KIND.set(name), _USAGE.set(usage)
+def operation_kind(name: str) -> Iterator[None]:
+    """Count DynamoDB capacity consumed inside the block as operation ``name``'s."""
+    token = _KIND.set(name)
     try:
         yield
     finally:
-        _KIND.reset(kind)
-        _USAGE.reset(spent)
+        _KIND.reset(token)
+
+
+@contextmanager
+def tracking(usage: Usage) -> Iterator[None]:
+    """Add what is consumed inside the block to ``usage`` (and its parents)."""
+    token = _USAGE.set(usage)
+    try:
+        yield
+    finally:
+        _USAGE.reset(token)
+
+
+def current_usage() -> Usage | None:
+    return _USAGE.get()
+
+
+def note_attempt() -> None:
+    """A transaction was sent (for the span in flight, if any)."""
+    usage = _USAGE.get()
+    if usage is not None:
+        for each in usage.chain():
+            each.attempts += 1
+
+
+def note_offload() -> None:
+    """A payload was streamed to S3 (for the span in flight, if any)."""
+    usage = _USAGE.get()
+    if usage is not None:
+        for each in usage.chain():
+            each.offloads += 1
 
 
 def current_kind() -> str:
@@ -79,10 +127,11 @@ class CapacityMeter:
         (self.write if write else self.read)[_KIND.get()] += units
         usage = _USAGE.get()
         if usage is not None:
-            if write:
-                usage.write += units
-            else:
-                usage.read += units
+            for each in usage.chain():
+                if write:
+                    each.write += units
+                else:
+                    each.read += units
 
     def as_dicts(self) -> tuple[dict[str, float], dict[str, float]]:
         return dict(self.read), dict(self.write)

@@ -48,6 +48,7 @@ _ENV_FIELDS: dict[str, str] = {
     "EVENTSTORE_COMPRESSION": "compression",
     "EVENTSTORE_FEED_SHARDS": "feed_shards",
     "EVENTSTORE_FAST_PATH": "fast_path",
+    "EVENTSTORE_TRACE_AGGREGATE_IDS": "trace_aggregate_ids",
 }
 
 
@@ -115,6 +116,9 @@ class StoreConfig:
     #: at a third of the CPU). It is used only with the aiobotocore/botocore versions it
     #: was tested with; ``False`` sends every call through the stock aiobotocore client.
     fast_path: bool = True
+    #: Put aggregate ids on OpenTelemetry spans (``eventstore.aggregate_id``). Off by
+    #: default: ids are unbounded in number and may be personal data.
+    trace_aggregate_ids: bool = False
 
     @property
     def commit_window_seconds(self) -> float:
@@ -251,7 +255,7 @@ def _check_numbers(config: StoreConfig) -> None:
             raise InvalidInputError(name, "must be a number of seconds")
         if not 0 < value <= most:  # compares ints of any size without OverflowError
             raise InvalidInputError(name, f"must be more than 0 and at most {most} seconds")
-    for flag in ("verify_tls", "fast_path"):
+    for flag in ("verify_tls", "fast_path", "trace_aggregate_ids"):
         if not isinstance(getattr(config, flag), bool):
             raise InvalidInputError(flag, "must be True or False")
 

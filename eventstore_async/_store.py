@@ -58,6 +58,8 @@ from ._read.decode import ChangeSetDecoder, to_head
 from ._read.load import load_from_snapshot, load_history, read_change_sets
 from ._records import ViewRecord, view_partition
 from ._retry import ConflictBackoff
+from ._telemetry import ENABLED as TRACING
+from ._telemetry import traced_iterator, traced_method
 from ._timeutil import from_us
 from ._validation import (
     check_aggregate_id,
@@ -94,21 +96,27 @@ _A = TypeVar("_A", bound=Aggregate)
 
 
 def _operation(method: _Method) -> _Method:
-    """Count a request/response operation in flight, so ``aclose`` can let it finish."""
+    """Count a request/response operation in flight, so ``aclose`` can let it finish;
+    name it for the capacity it consumes, and trace it (with the otel extra)."""
+    name, traced = method.__name__, traced_method(method.__name__, _trace_settings)(method)
 
     @functools.wraps(method)
     async def counted(self: EventStore, *args: Any, **kwargs: Any) -> Any:
         self._require_open()
         self._in_flight += 1
         try:
-            with operation_kind(method.__name__):  # DynamoDB capacity counted as this kind's
-                return await method(self, *args, **kwargs)
+            with operation_kind(name):  # DynamoDB capacity counted as this kind's
+                return await traced(self, *args, **kwargs)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
 
     return counted  # type: ignore[return-value]
+
+
+def _trace_settings(store: EventStore) -> tuple[str, bool]:
+    return store._config.table_name, store._config.trace_aggregate_ids
 
 
 class EventStore:
@@ -592,7 +600,12 @@ class EventStore:
         self._require_open()
         aggregate_id = check_aggregate_id(aggregate_id)
         low, high = check_version_range(from_version, to_version)
-        return read_change_sets(self._backend, self._decoder, aggregate_id, low, high)
+        stream = read_change_sets(self._backend, self._decoder, aggregate_id, low, high)
+        return self._traced_read(aggregate_id, stream) if TRACING else stream
+
+    def _traced_read(self, aggregate_id: str, stream: AsyncIterator[ChangeSet]) -> Any:
+        ids = {"eventstore.aggregate_id": aggregate_id} if self._config.trace_aggregate_ids else {}
+        return traced_iterator("read", self._config.table_name, ids, stream)
 
     def iter_events(self, aggregate_id: str, version: int) -> AsyncIterator[Any]:
         """Stream the events of one change set, one at a time, in bounded memory.
@@ -708,6 +721,7 @@ class EventStore:
             poll_max=check_seconds(max_poll_interval, "max_poll_interval", 0.001, 600.0),
             wait=bool(wait),
             backoff=ConflictBackoff.of(self._config),
+            table=self._config.table_name,
             filter=FeedFilter(
                 check_type_names(aggregate_types, "aggregate_types"),
                 check_type_names(event_types, "event_types"),

@@ -42,6 +42,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._backends.protocol import Backend
+from .._capacity import note_attempt
 from .._codec import EventCodec
 from .._errors import (
     IntegrityError,
@@ -71,6 +72,7 @@ from .._records import (
     feed_partition,
 )
 from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
+from .._telemetry import record_lag, traced_method
 from .._timeutil import now_us
 from .filters import FeedFilter
 from .outage import OutageBackoff, hold_on
@@ -106,6 +108,8 @@ class SubscriptionSettings:
     outage: OutageBackoff = field(default_factory=OutageBackoff)
     #: Which change sets to deliver.
     filter: FeedFilter = field(default_factory=FeedFilter)
+    #: The table's name, for the ``eventstore.project`` span.
+    table: str = ""
 
     def __post_init__(self) -> None:
         if self.poll_max < self.poll_min:
@@ -274,6 +278,7 @@ class Subscription:
             if change_set is not None:
                 self._last = delivery
                 self.last_lag_seconds = max(0.0, (now_us() - _timestamp_us(change_set)) / 1e6)
+                record_lag(self.name, self.last_lag_seconds)
                 return change_set
             self._acknowledged[delivery.shard] = delivery.position  # filtered out: no work
 
@@ -288,6 +293,7 @@ class Subscription:
         """
         await self._save_checkpoint([])
 
+    @traced_method("project", lambda sub: (sub._settings.table, False))
     async def project(
         self,
         view: str | None = None,
@@ -468,6 +474,7 @@ class Subscription:
 
     async def _commit(self, writes: list[Write]) -> None:
         token = uuid.uuid4().hex
+        note_attempt()
         await self._backend.commit(CommitPlan(writes=tuple(writes), token=token))
 
     # -- background tasks ---------------------------------------------------------------

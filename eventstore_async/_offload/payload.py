@@ -31,6 +31,7 @@ from typing import IO, Any
 import anyio
 
 from .._backends.protocol import ObjectStore
+from .._capacity import note_offload
 from .._closing import WriteGate
 from .._codec import FORMAT_FRAMED, EventCodec, FrameDecoder
 from .._config import DYNAMODB_ITEM_LIMIT, StoreConfig
@@ -206,6 +207,7 @@ class Offloader:
                     await self.discard(key)  # a single PutObject may have landed
                 raise
         pointer = ObjectPointer(key, uploaded.size, uploaded.sha256, compression)
+        note_offload()
         await self._check_upload_time(pointer, anyio.current_time() - started)
         return pointer
 

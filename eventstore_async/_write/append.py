@@ -29,6 +29,7 @@ from dataclasses import dataclass
 import anyio
 
 from .._backends.protocol import Backend
+from .._capacity import note_attempt
 from .._closing import WriteGate
 from .._config import StoreConfig
 from .._errors import (
@@ -285,6 +286,7 @@ class _AppendAttempts:
         ]
         self._feed = await appender._feed.writes(requests, versions, self._timestamp_us)
         appender.counters.attempts += 1
+        note_attempt()
         self._progress.sending = (versions, self._timestamp_us)
         try:
             await appender._backend.commit(combine(self._plans, self._feed))

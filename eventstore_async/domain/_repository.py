@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from .._errors import AggregateNotFoundError, ConcurrencyError, InvalidInputError
 from .._models import Append, ChangeSet
+from .._telemetry import traced_method
 from .._validation import check_aggregate_id, check_commit_id
 from ._cache import Loaded, StateCache
 from ._decider import Decider
@@ -94,6 +95,10 @@ class Repository(Generic[S]):
         self._cache.put(aggregate_id, loaded)
         return loaded
 
+    @traced_method(
+        "execute",
+        lambda repo: (repo._store.config.table_name, repo._store.config.trace_aggregate_ids),
+    )
     async def execute(
         self,
         aggregate_id: str,
