@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
-from eventstore_async import ConcurrencyError, EventStore, InvalidInputError
+from eventstore_async import ConcurrencyError, Decider, EventStore, InvalidInputError
 from examples.bank import (
     EVENT_TYPES,
     Account,
@@ -105,3 +106,21 @@ async def test_bad_arguments_are_refused(make_store: StoreFactory) -> None:
         await store.execute_many({"a": 3}, deciders=ACCOUNTS)  # type: ignore[dict-item]
     with pytest.raises(InvalidInputError, match="max_attempts"):
         await store.execute_many({"a": deposit(1)}, deciders=ACCOUNTS, max_attempts=0)
+
+
+class Opaque(msgspec.Struct, tag="bank.opaque", frozen=True):
+    value: Any
+
+
+async def test_an_event_that_does_not_encode_is_named_by_its_aggregate(
+    make_store: StoreFactory,
+) -> None:
+    store = await make_store(types=EVENT_TYPES)
+    lenient = Decider(Account, lambda state, event: state)
+    with pytest.raises(InvalidInputError) as raised:
+        await store.execute_many(
+            {"a": lambda state: [Opaque(1)], "b": lambda state: [Opaque(object())]},
+            deciders=lenient,
+        )
+    assert raised.value.argument.startswith("decides['b'].events[0]"), raised.value
+    assert await store.head("a") is None and await store.head("b") is None

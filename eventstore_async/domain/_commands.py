@@ -3,10 +3,12 @@ commands that change several aggregates in one transaction (``execute_many``).""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ConcurrencyError, InvalidInputError
+from .._models import Append, ChangeSet
 from .._validation import check_aggregate_id
 from ._decider import Decider
 from ._repository import (
@@ -122,7 +124,7 @@ class _Batch:
                     for i, r in self._repositories.items()
                 }
             try:
-                stored = await append_commands(store, appends, self._command_id, batch=True)
+                stored = await self._append(store, appends)
             except ConcurrencyError as exc:
                 if attempt == attempts:
                     raise
@@ -132,6 +134,18 @@ class _Batch:
                 continue
             return await self._outcomes(current, decided, {c.aggregate_id: c for c in stored})
         raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _append(self, store: EventStore, appends: list[Append]) -> list[ChangeSet]:
+        """One transaction; a bad entry is named by its aggregate (``decides['a'].events``)."""
+        try:
+            return await append_commands(store, appends, self._command_id)
+        except InvalidInputError as exc:
+            match = re.match(r"appends\[(\d+)\]\.", exc.argument)
+            if match is None:
+                raise
+            aggregate_id = appends[int(match.group(1))].aggregate_id
+            argument = f"decides[{aggregate_id!r}]." + exc.argument[match.end() :]
+            raise InvalidInputError(argument, exc.problem) from exc
 
     async def _outcomes(
         self,

@@ -152,9 +152,7 @@ class Repository(Generic[S]):
                 return await self.nothing_decided(aggregate_id, current, command_id)
             append = self.append_of(aggregate_id, decision.events, current.version, command_id)
             try:
-                (change_set,) = await append_commands(
-                    self._store, [append], command_id, batch=False
-                )
+                (change_set,) = await append_commands(self._store, [append], command_id)
             except ConcurrencyError:
                 if attempt == attempts:
                     raise
@@ -362,16 +360,12 @@ class AlreadyLanded(Exception):
 
 
 async def append_commands(
-    store: EventStore, appends: Sequence[Append], command_id: str | None, *, batch: bool
+    store: EventStore, appends: Sequence[Append], command_id: str | None
 ) -> list[ChangeSet]:
     """Append through ``append_many``'s path; with a command id each entry also writes
-    its commit marker. Bad events are named as ``decide``'s (``events[2]``)."""
-    try:
-        return await store._append_commands(appends, marked=command_id is not None)
-    except InvalidInputError as exc:
-        if batch or not exc.argument.startswith("appends[0]."):
-            raise
-        raise InvalidInputError(exc.argument.removeprefix("appends[0]."), exc.problem) from exc
+    its commit marker. One entry's bad events are named as ``decide``'s (``events[2]``),
+    a batch's as ``appends[i].events[2]``."""
+    return await store._append_commands(appends, marked=command_id is not None)
 
 
 async def _close(reader: Any) -> None:
