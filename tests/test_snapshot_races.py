@@ -524,3 +524,28 @@ async def test_a_save_that_keeps_losing_stops_at_the_append_deadline(
     assert 1 < len(sent) < 101
     assert await bucket_keys(store) == set()  # nothing landed: its object is deleted
     assert (await backend_of(store).get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
+
+
+async def test_a_save_cancelled_while_reading_back_a_refusal_keeps_its_object(
+    make_store: StoreFactory,
+) -> None:
+    """A refusal may answer the re-send of a landed save: until the read-back says, the
+    object may be referenced, so a save cancelled then must not delete it."""
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    reading = anyio.Event()
+
+    async def hangs(partition: str, sort_key: Any) -> None:
+        reading.set()
+        await anyio.Event().wait()
+
+    hooks = {"commit": lands_then_resend_refused(backend_of(store)), "get": hangs}
+    async with hooked(store, **hooks) as saver, anyio.create_task_group() as group:
+        group.start_soon(saver.save_snapshot, aggregate, 2, state(2))
+        with anyio.fail_after(30):  # a guard against hanging, not a synchronisation
+            await reading.wait()
+        group.cancel_scope.cancel()
+
+    history = await store.load(aggregate, snapshot_schema="default")
+    assert history.snapshot is not None and history.snapshot.state == state(2)

@@ -66,7 +66,15 @@ from .._records import (
     snapshot_sort_key,
     token_of,
 )
-from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries, still_cancelled
+from .._retry import (
+    ConflictBackoff,
+    Done,
+    Refusal,
+    Retry,
+    classify,
+    commit_with_retries,
+    still_cancelled,
+)
 from .._timeutil import now_us
 
 __all__ = [
@@ -306,8 +314,10 @@ class _SaveAttempts:
         self._sending.in_flight = True
         try:
             await writer._backend.commit(_plan(head, record, retention))
-        except CommitRejected:
-            self._sending.in_flight = False  # refused: this attempt wrote nothing
+        except CommitRejected as rejected:
+            # Refused for good: nothing written. Otherwise the refusal may answer a
+            # re-send of an attempt that landed: in flight until the read-back says.
+            self._sending.in_flight = classify(rejected) is not Refusal.FINAL
             raise
         except StorageUnavailableError as exc:
             await writer._settle(record, exc)
@@ -318,11 +328,11 @@ class _SaveAttempts:
     ) -> Retry | Done[SnapshotRecord]:
         try:
             stored = await self._writer._stored(self._record)
-        except StorageError as exc:
-            self._sending.in_flight = True  # it may be this save's, landed: keep the object
+        except StorageError as exc:  # it may be this save's, landed: the object stays
             raise _unknown(self._record, exc) from exc
         if _is_same_snapshot(stored, self._record):
             return Done(await self._landed())
+        self._sending.in_flight = False  # not this save's: the attempt wrote nothing
         assert self._head is not None
         self._refused_seq = self._head.snapshot_seq
         self._head = None  # the next attempt builds on the head as it is then
