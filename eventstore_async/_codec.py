@@ -23,13 +23,14 @@ from ._errors import IntegrityError, InvalidInputError
 from ._models import RawEvent
 from ._nesting import MAX_NESTING, nests_deeper_than
 
-__all__ = ["FORMAT_FRAMED", "FORMAT_MSGPACK", "EventCodec", "FrameDecoder"]
+__all__ = ["FORMAT_FRAMED", "FORMAT_MSGPACK", "FRAME_HEADER_BYTES", "EventCodec", "FrameDecoder"]
 
 #: Leading byte of a payload: MessagePack array of [type_name, body] envelopes.
 FORMAT_MSGPACK = 0x01
 #: Leading byte of a framed payload: length-prefixed envelopes.
 FORMAT_FRAMED = 0x02
-_FRAME_HEADER = 4
+FRAME_HEADER_BYTES = 4
+_FRAME_HEADER = FRAME_HEADER_BYTES
 #: No single event may encode to more than this (a corrupt length must not allocate GBs).
 MAX_FRAME_BYTES = 256 * 1024 * 1024
 

@@ -8,6 +8,7 @@ Every failure a caller may want to handle differently has its own class::
     ├── AggregateNotFoundError                  load() of an aggregate with no change sets
     ├── ChangeSetNotFoundError                  iter_events() of a version that does not exist
     ├── AggregateTypeMismatchError              append() named another type than the stored one
+    ├── IdempotencyMismatchError                a commit id is stored with other events
     ├── ChangeSetTooLargeError                  over a DynamoDB item or transaction limit
     ├── IntegrityError                          stored data failed a check (hash, format)
     ├── EvolveError                             a decider's evolve failed on stored events
@@ -53,6 +54,7 @@ __all__ = [
     "ConcurrencyError",
     "EventStoreError",
     "EvolveError",
+    "IdempotencyMismatchError",
     "IntegrityError",
     "InvalidInputError",
     "LeaseLostError",
@@ -148,6 +150,23 @@ class AggregateTypeMismatchError(EventStoreError):
         self.aggregate_id = aggregate_id
         self.stored_type = expected_type
         self.given_type = actual_type
+
+
+class IdempotencyMismatchError(EventStoreError):
+    """A retry reused a commit id that is stored with other events (as DynamoDB's
+    ``IdempotentParameterMismatch``): this call wrote nothing, the stored change set
+    (``version``) stands. Use a new commit id for new events.
+    """
+
+    def __init__(self, aggregate_id: str, commit_id: str, version: int) -> None:
+        super().__init__(
+            f"aggregate {aggregate_id!r}: commit id {commit_id!r} is stored at version "
+            f"{version} with other events; nothing was written (a new change set needs a "
+            "new commit id)"
+        )
+        self.aggregate_id = aggregate_id
+        self.commit_id = commit_id
+        self.version = version
 
 
 class ChangeSetTooLargeError(EventStoreError):

@@ -89,6 +89,9 @@ class ChangeSetRecord(msgspec.Struct, frozen=True, gc=False):
     payload: bytes | None
     metadata: bytes | None
     pointer: ObjectPointer | None = None
+    #: Digest of the events (see ``_offload.payload.array_digest``); None when written
+    #: before digests were stored.
+    digest: str | None = None
 
 
 class SnapshotRecord(msgspec.Struct, frozen=True, gc=False):

@@ -33,7 +33,7 @@ import anyio
 from .._backends.protocol import ObjectStore
 from .._capacity import note_offload
 from .._closing import WriteGate
-from .._codec import FORMAT_FRAMED, EventCodec, FrameDecoder
+from .._codec import FORMAT_FRAMED, FRAME_HEADER_BYTES, EventCodec, FrameDecoder
 from .._config import DYNAMODB_ITEM_LIMIT, StoreConfig
 from .._errors import (
     UPLOAD_TOO_SLOW,
@@ -69,6 +69,7 @@ class EncodedPayload:
     event_count: int
     payload: bytes | None  # inline bytes, or None when offloaded
     pointer: ObjectPointer | None
+    digest: str  # of the events' envelopes, whatever the format (see ``array_digest``)
 
 
 class PayloadMissingError(IntegrityError):
@@ -84,9 +85,40 @@ class PayloadMissingError(IntegrityError):
         self.key = key
 
 
-class _Counter:
-    def __init__(self) -> None:
+class _Frames:
+    """Appends events as frames, counting them and hashing their envelopes."""
+
+    def __init__(self, codec: EventCodec) -> None:
+        self._codec = codec
+        self._digest = hashlib.sha256()
         self.count = 0
+
+    def add(self, buffer: bytearray, event: Any) -> None:
+        start = len(buffer) + FRAME_HEADER_BYTES
+        self._codec.append_frame(buffer, self.count, event)
+        with memoryview(buffer) as view:
+            self._digest.update(view[start:])
+        self.count += 1
+
+    def digest(self) -> str:
+        return self._digest.hexdigest()[:DIGEST_CHARS]
+
+
+#: Hex characters of a payload digest kept (128 bits).
+DIGEST_CHARS = 32
+#: The MessagePack array headers the codec writes before the envelopes (by first byte;
+#: fixarray otherwise): array 16, array 32.
+_ARRAY_HEADERS = {0xDC: 3, 0xDD: 5}
+
+
+def array_digest(payload: bytes) -> str:
+    """The digest of an inline (``0x01``) payload's events: SHA-256 of their envelopes,
+    as :class:`_Frames` hashes a framed payload's, so the same events have the same
+    digest in either format."""
+    with memoryview(payload) as view:
+        body = view[1:]
+        start = _ARRAY_HEADERS.get(body[0], 1)
+        return hashlib.sha256(body[start:]).hexdigest()[:DIGEST_CHARS]
 
 
 class Offloader:
@@ -130,29 +162,28 @@ class Offloader:
             raise InvalidInputError("events", "must hold at least one event")
         payload = self._codec.encode_events(events)
         if len(payload) <= self._threshold:
-            return EncodedPayload(events, len(events), payload, None)
+            return EncodedPayload(events, len(events), payload, None, array_digest(payload))
         self._require_bucket(len(payload))
-        counter = _Counter()
-        pointer = await self._upload(aggregate_id, self._frames(events, counter))
-        return EncodedPayload(events, len(events), None, pointer)
+        frames = _Frames(self._codec)
+        pointer = await self._upload(aggregate_id, self._frames(events, frames))
+        return EncodedPayload(events, len(events), None, pointer, frames.digest())
 
     async def _encode_stream(self, aggregate_id: str, events: AsyncIterator[Any]) -> EncodedPayload:
         buffer = bytearray((FORMAT_FRAMED,))
         kept: list[Any] = []
-        counter = _Counter()
+        frames = _Frames(self._codec)
         async for event in events:
-            self._codec.append_frame(buffer, counter.count, event)
-            counter.count += 1
+            frames.add(buffer, event)
             kept.append(event)
             if len(buffer) > self._threshold:
                 self._require_bucket(len(buffer))
                 kept.clear()  # from here on the events are streamed, not kept
-                chunks = self._continue_frames(buffer, events, counter)
+                chunks = self._continue_frames(buffer, events, frames)
                 pointer = await self._upload(aggregate_id, chunks)
-                return EncodedPayload((), counter.count, None, pointer)
-        if not counter.count:
+                return EncodedPayload((), frames.count, None, pointer, frames.digest())
+        if not frames.count:
             raise InvalidInputError("events", "must hold at least one event")
-        return EncodedPayload(tuple(kept), counter.count, bytes(buffer), None)
+        return EncodedPayload(tuple(kept), frames.count, bytes(buffer), None, frames.digest())
 
     def _require_bucket(self, size: int) -> None:
         if self._objects is None:
@@ -162,11 +193,10 @@ class Offloader:
                 DYNAMODB_ITEM_LIMIT,
             )
 
-    async def _frames(self, events: tuple[Any, ...], counter: _Counter) -> AsyncIterator[bytes]:
+    async def _frames(self, events: tuple[Any, ...], frames: _Frames) -> AsyncIterator[bytes]:
         buffer = bytearray((FORMAT_FRAMED,))
-        for index, event in enumerate(events):
-            self._codec.append_frame(buffer, index, event)
-            counter.count += 1
+        for event in events:
+            frames.add(buffer, event)
             if len(buffer) >= _CHUNK:
                 yield bytes(buffer)
                 buffer.clear()
@@ -174,13 +204,12 @@ class Offloader:
         yield bytes(buffer)
 
     async def _continue_frames(
-        self, first: bytearray, events: AsyncIterator[Any], counter: _Counter
+        self, first: bytearray, events: AsyncIterator[Any], frames: _Frames
     ) -> AsyncIterator[bytes]:
         yield bytes(first)
         buffer = bytearray()
         async for event in events:
-            self._codec.append_frame(buffer, counter.count, event)
-            counter.count += 1
+            frames.add(buffer, event)
             if len(buffer) >= _CHUNK:
                 yield bytes(buffer)
                 buffer.clear()

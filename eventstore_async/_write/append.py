@@ -37,6 +37,7 @@ from .._errors import (
     AggregateTypeMismatchError,
     CommitOutcomeUnknownError,
     ConcurrencyError,
+    IdempotencyMismatchError,
     IntegrityError,
     StorageError,
     StorageUnavailableError,
@@ -183,6 +184,7 @@ class Appender:
                     f"aggregate {request.aggregate_id!r}: commit {request.commit_id!r} is "
                     f"recorded at version {outcome.version} but that change set is missing"
                 )
+            _check_same_events(request, record)
             committed.append(Committed(record.version, record.timestamp_us, record))
         return committed
 
@@ -230,6 +232,9 @@ class Appender:
             return [Committed(version + 1, timestamp_us, None) for version in versions]
         if kinds == {_Found.EARLIER_CALL}:
             progress.sending = None
+            for request, (_, record) in zip(requests, found, strict=True):
+                assert record is not None
+                _check_same_events(request, record)
             return [Committed(r.version, r.timestamp_us, r) for _, r in found if r is not None]
         if kinds == {_Found.EARLIER_CALL, _Found.NOT_STORED}:
             progress.sending = None
@@ -340,6 +345,16 @@ class _Found(enum.Enum):
     EARLIER_CALL = "the commit id's change set, written by an earlier call"
     NOT_STORED = "not this commit id, and an explicit-version append stores it nowhere else"
     UNSETTLED = "the read failed, or a guarded append's commit id may be at another version"
+
+
+def _check_same_events(request: AppendRequest, stored: ChangeSetRecord) -> None:
+    """A retry of a landed commit id must carry the events stored with it: answering
+    other events with the stored change set would tell the caller they were stored.
+    Change sets written before digests were stored are not compared."""
+    if not request.same_events_required or stored.digest is None:
+        return
+    if stored.digest != request.digest:
+        raise IdempotencyMismatchError(request.aggregate_id, request.commit_id, stored.version)
 
 
 def _partly_stored(request: AppendRequest) -> IntegrityError:

@@ -58,6 +58,7 @@ class AppendHeader:
             commit_id=self.commit_id,
             guarded=self.marked or self.expected is ANY,
             exact=self.expected is not ANY,
+            digest=encoded.digest,
         )
 
 

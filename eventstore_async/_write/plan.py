@@ -63,11 +63,19 @@ class AppendRequest:
     commit_id: str
     guarded: bool
     exact: bool = False
+    digest: str | None = None  # of the events (``EncodedPayload.digest``)
 
     @property
     def follows_head(self) -> bool:
         """An ``ANY`` append: a conflict is retried at the version found."""
         return self.guarded and not self.exact
+
+    @property
+    def same_events_required(self) -> bool:
+        """A retry with this commit id must carry the events stored with it. A
+        repository's command (guarded, at an explicit version) re-decides its events on
+        a retry, and its earlier landing stands whatever they are."""
+        return not (self.guarded and self.exact)
 
     def change_set(self, version: int, timestamp_us: int) -> ChangeSet:
         """The change set this request stores at ``version``."""
@@ -91,6 +99,7 @@ class AppendRequest:
             payload=self.payload,
             metadata=self.metadata_bytes,
             pointer=self.pointer,
+            digest=self.digest,
         )
 
 

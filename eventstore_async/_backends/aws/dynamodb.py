@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator
 from contextlib import AsyncExitStack
+from decimal import Decimal
 from typing import Any
 
 import anyio
@@ -254,12 +255,14 @@ class DynamoDBBackend:
         return await self._get_item(key(partition, sort_key))  # type: ignore[no-any-return]
 
     async def get_many(self, keys: list[tuple[str, SortKey]]) -> list[Record | None]:
-        found: dict[tuple[str, str], Record] = {}
+        # Matched by the number's value: DynamoDB normalises numbers (a snapshot's key
+        # 5.6174855710 comes back as 5.617485571), so the text sent is not the text read.
+        found: dict[tuple[str, Decimal], Record] = {}
         for start in range(0, len(keys), _BATCH_GET_LIMIT):
             chunk = [key(p, s) for p, s in keys[start : start + _BATCH_GET_LIMIT]]
             for item in await self._batch_get(chunk):
-                found[(item["pk"]["S"], item["sk"]["N"])] = record_from_item(item)
-        return [found.get((p, str(s))) for p, s in keys]
+                found[(item["pk"]["S"], Decimal(item["sk"]["N"]))] = record_from_item(item)
+        return [found.get((p, Decimal(s))) for p, s in keys]
 
     async def _batch_get(self, keys: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """BatchGetItem, consistent, until no key is left unprocessed (with backoff)."""

@@ -136,6 +136,7 @@ class _Item(msgspec.Struct, frozen=True, gc=False):
     s3_size: _N | UnsetType = UNSET
     s3_sha256: _S | UnsetType = UNSET
     s3_codec: _S | UnsetType = UNSET
+    digest: _S | UnsetType = UNSET
 
 
 class _Key(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=True):
@@ -211,6 +212,7 @@ def _change_set(item: _Item, version: int) -> ChangeSetRecord:
         payload=None if pointer else item.payload.B,  # type: ignore[union-attr]
         metadata=metadata.B if metadata else None,
         pointer=pointer,
+        digest=item.digest.S if item.digest else None,
     )
 
 

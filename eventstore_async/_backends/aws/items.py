@@ -6,7 +6,8 @@ Pure functions, no I/O. The table layout (README "Schema")::
     aggregate id   0           head: version, agg_type, commit_id, event_count,
                                      created_us, updated_us
     aggregate id   1..n        change set: commit_id, ts_us, event_count, metadata (B), and
-                               payload (B) or s3_key, s3_size, s3_sha256 (, s3_codec)
+                               payload (B) or s3_key, s3_size, s3_sha256 (, s3_codec),
+                               digest (S: the events' SHA-256, 32 hex characters)
     aggregate id   v.xxxxxxxxxx snapshot at version v (fraction from the schema): version,
                                snap_schema, ts_us, and payload (B) or the s3_* pointer
     aggregate id   < 0         commit marker of an ANY-version append: commit_id, version
@@ -214,6 +215,8 @@ def _change_set_item(record: ChangeSetRecord) -> Item:
         item["payload"] = {"B": record.payload}
     if record.metadata:
         item["metadata"] = {"B": record.metadata}
+    if record.digest is not None:
+        item["digest"] = {"S": record.digest}
     return item
 
 
@@ -311,6 +314,7 @@ def _snapshot_from(item: Item) -> SnapshotRecord:
 
 def _change_set_from(item: Item, version: int) -> ChangeSetRecord:
     metadata = item.get("metadata")
+    digest = item.get("digest")
     pointer = _pointer_from(item) if "s3_key" in item else None
     return ChangeSetRecord(
         aggregate_id=item["pk"]["S"],
@@ -321,6 +325,7 @@ def _change_set_from(item: Item, version: int) -> ChangeSetRecord:
         payload=None if pointer else bytes(item["payload"]["B"]),
         metadata=bytes(metadata["B"]) if metadata else None,
         pointer=pointer,
+        digest=digest["S"] if digest else None,
     )
 
 
@@ -559,6 +564,8 @@ def change_set_item_size(record: ChangeSetRecord) -> int:
             total += 8 + len(pointer.compression.encode())  # s3_codec
     if record.metadata:
         total += 8 + len(record.metadata)  # metadata
+    if record.digest is not None:
+        total += 6 + len(record.digest)  # digest
     return total
 
 
