@@ -26,6 +26,7 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 DEFAULT_HOST = "127.0.0.1"
 # Response headers the HTTP server itself always sends (http.server's send_response).
 _SERVER_OWNED_HEADERS = frozenset({"server", "date"})
+_RESET_PATH = "/moto-api/reset"
 
 
 class SerializedWSGIApp:
@@ -33,7 +34,8 @@ class SerializedWSGIApp:
 
     Why: moto's in-memory backends are not thread-safe, and its ``TransactWriteItems``
     is only "atomic" by deep-copying the table before applying the actions and restoring
-    that copy when a condition fails. With werkzeug's threaded server, two requests in
+    that copy when a condition fails (``_moto_patches`` replaces the copy with an undo
+    record, which is only safe under this lock). With werkzeug's threaded server, two requests in
     flight at once therefore lose each other's writes (a failed transaction restores a
     copy taken before another thread's successful write), leave version gaps, and
     sometimes die with HTTP 500 "dictionary changed size during iteration". Serialising
@@ -51,9 +53,10 @@ class SerializedWSGIApp:
     ``PYTHONASYNCIODEBUG=1``: "400, message: Duplicate 'Server' header found").
     """
 
-    def __init__(self, app: WSGIApp) -> None:
+    def __init__(self, app: WSGIApp, *, after_reset: Callable[[], None] | None = None) -> None:
         self._app = app
         self._lock = threading.Lock()
+        self._after_reset = after_reset
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
         _buffer_request_body(environ)
@@ -67,11 +70,14 @@ class SerializedWSGIApp:
         with self._lock:
             result = self._app(environ, start_without_server_headers)
             try:
-                return list(result)
+                body = list(result)
             finally:
                 close = getattr(result, "close", None)
                 if close is not None:
                     close()
+            if self._after_reset is not None and environ.get("PATH_INFO") == _RESET_PATH:
+                self._after_reset()
+            return body
 
 
 def _buffer_request_body(environ: Environ) -> None:
@@ -97,9 +103,9 @@ def disable_model_tracking() -> None:
 
     ``moto.core.common_models.BaseModel.__new__`` appends each new instance to
     ``cls.instances_tracked`` (only used by the ``/moto-api/data.json`` dashboard and by
-    S3's reset to dispose of temp files). Every DynamoDB item is a model, and every
-    ``TransactWriteItems`` deep-copies the whole table, so the lists grow without bound
-    (quadratically in a test run) and pin all that memory. The replacement allocates
+    S3's reset to dispose of temp files). Every DynamoDB item is a model (and moto's own
+    ``TransactWriteItems`` deep-copies whole tables), so the lists grow without bound
+    and pin all that memory. The replacement allocates
     exactly like the original (``super(BaseModel, cls).__new__``) but records nothing.
     """
     from moto.core.common_models import BaseModel
@@ -118,11 +124,21 @@ def disable_model_tracking() -> None:
 
 
 def build_app() -> SerializedWSGIApp:
-    """Build moto's multi-service WSGI app (DynamoDB, S3, ...) behind the global lock."""
+    """Build moto's multi-service WSGI app (DynamoDB, S3, ...) behind the global lock.
+
+    Raises UntestedMotoError (from ``_moto_patches``) when the installed moto is not one
+    the emulator's changes to it were tested with.
+    """
+    from eventstore_async.emulator._moto_patches import apply_patches
+    from eventstore_async.emulator._tokens import RequestTokens
+
+    tokens = RequestTokens()
+    apply_patches(tokens)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     disable_model_tracking()
-    return SerializedWSGIApp(DomainDispatcherApplication(create_backend_app))
+    app = DomainDispatcherApplication(create_backend_app)
+    return SerializedWSGIApp(app, after_reset=tokens.clear)
 
 
 def format_url(host: str, port: int) -> str:
@@ -200,8 +216,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     from moto.moto_server.werkzeug_app import MotoRequestHandler
     from werkzeug.serving import make_server
 
+    from eventstore_async.emulator._moto_patches import UntestedMotoError
+
+    try:
+        app = build_app()
+    except UntestedMotoError as exc:
+        print(f"eventstore_async.emulator: {exc}", file=sys.stderr)
+        return 2
     server = make_server(
-        args.host, args.port, build_app(), threaded=True, request_handler=MotoRequestHandler
+        args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
     )
     serve_thread = threading.Thread(
         target=server.serve_forever,

@@ -7,10 +7,9 @@ processes (:mod:`tests.chaos.writer`) through the proxy, lets delayed requests d
 then reads everything back directly with :func:`tests.chaos.checker.check` and prints
 the figures. The exit status is 1 when any violation was found.
 
-Why shards: the emulator deep-copies a whole table for every transaction, so its
-transactions slow down with the table's size (~6 ms empty, ~24 ms at 850 items). Spreading
-the aggregates over many small tables keeps the run's cost flat; every writer process
-still writes to every shard, so the aggregates are shared between processes.
+Shards: the aggregates are spread over many tables (from when the emulator's
+transactions slowed down with the table's size; they no longer do); every writer
+process still writes to every shard, so the aggregates are shared between processes.
 
 Sizing (measured on 2 vCPUs): the emulator serves ~250 GetItem or ~150 small
 transactions a second when alone, but the writers, the proxy and the emulator share the
@@ -22,9 +21,9 @@ number; with concurrent writers the arrival order (so which request gets which f
 still varies, so a violation is replayed by the scripted regression test it leads to
 (see tests/test_chaos.py). ``--fault-log PATH`` logs every injected fault.
 
-Options that make the run closer to production and expose known bugs (see the report):
-``--emulate-request-tokens`` (DynamoDB's ClientRequestToken semantics, which moto
-lacks) and ``--offload-ratio 0.1`` (offloaded change sets, then a sweep).
+The emulator keeps DynamoDB's ClientRequestToken semantics; ``--emulate-request-tokens``
+has the proxy emulate them in front instead. ``--offload-ratio 0.1``: more offloaded
+change sets, then a sweep.
 
 While the writers run, a sweeper (directly against the emulator) sweeps every shard
 again and again with the shortest legal ``older_than`` (the commit window, kept short by
@@ -79,7 +78,9 @@ class ChaosOptions:
     any_ratio: float = 0.15
     unknown_retries: int = 6
     abandon_ratio: float = 0.2
-    emulate_request_tokens: bool = True  # as DynamoDB does (moto does not)
+    #: off: the emulator keeps DynamoDB's ClientRequestToken idempotency itself; on: the
+    #: proxy emulates it in front (for an upstream without it)
+    emulate_request_tokens: bool = False
     #: share of appends big enough to be offloaded to S3 (0: none); with offloads the
     #: run waits out the commit window, sweeps orphans, and then checks none is left
     offload_ratio: float = 0.05  # change sets big enough to go to S3
@@ -387,7 +388,7 @@ def render(summary: dict[str, Any]) -> str:
         f"chaos run: seed {o['seed']}, {o['processes']} processes x {o['tasks']} tasks x "
         f"{o['attempts']} appends, {o['shards']} shards x {o['aggregates']} aggregates, "
         f"fault rate {o['rate']}, read timeout {o['read_timeout']} s, delay {o['delay']} s"
-        + (", ClientRequestToken emulated" if o["emulate_request_tokens"] else ""),
+        + (", ClientRequestToken emulated by the proxy" if o["emulate_request_tokens"] else ""),
         f"appends attempted     {summary['appends_attempted']:>7} "
         f"({summary['appends_any']} with ANY, {summary['appends_offloaded']} offloaded to S3)",
         f"  acknowledged        {summary['acknowledged']:>7} "
@@ -422,7 +423,7 @@ def render(summary: dict[str, Any]) -> str:
             f"{summary['token_mismatches']} IdempotentParameterMismatch"
         )
     else:
-        lines.append("ClientRequestToken idempotency: not emulated (as moto; see --help)")
+        lines.append("ClientRequestToken idempotency: the emulator's (see --help)")
     lines.append(f"stored (read directly): {_fmt(summary['stored'])}")
     lines.append(f"violations found      {len(summary['violations']):>7}")
     lines += [f"  - {v}" for v in summary["violations"][:50]]
@@ -481,7 +482,8 @@ def parse_args(argv: Sequence[str] | None = None) -> tuple[ChaosOptions, str | N
         "--emulate-request-tokens",
         action=argparse.BooleanOptionalAction,
         default=defaults.emulate_request_tokens,
-        help="emulate DynamoDB ClientRequestToken idempotency in the proxy (moto lacks it; on)",
+        help="emulate DynamoDB ClientRequestToken idempotency in the proxy instead of relying "
+        "on the emulator's (off)",
     )
     parser.add_argument(
         "--sweep-during",
