@@ -29,8 +29,12 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check eventstore_async tests benchmarks examples
 	$(VENV)/bin/mypy
 
+# The emulator keeps its state in a git-ignored directory of the project across restarts;
+# `make emulator EMULATOR_ARGS=` for memory only, or `EMULATOR_ARGS="--data-dir DIR --port N"`.
+EMULATOR_ARGS ?= --data-dir .emulator-data
+
 emulator: $(STAMP)
-	$(PY) -m eventstore_async.emulator
+	$(PY) -m eventstore_async.emulator $(EMULATOR_ARGS)
 
 # Client CPU, throughput and latency against stock aiobotocore and boto3 in threads
 # (benchmarks/README.md). `make bench BENCH_ARGS=--quick` for a short run; see --help.

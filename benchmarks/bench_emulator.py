@@ -11,6 +11,9 @@ operation per table in turn, so that the sizes share whatever else the machine i
 The table prints the median and 95th percentile of each, and each median's ratio to the
 first size's (the baseline, measured in the same run). ``--json FILE`` also writes them.
 
+``--journal`` runs the emulator with a temporary ``--data-dir``, to see what journaling
+every write (and its ``fsync``) costs.
+
 The emulator serialises every request, so these are one client's latencies with nothing
 else in flight; on a shared machine, run it twice and look at the spread.
 """
@@ -21,6 +24,7 @@ import argparse
 import json
 import statistics
 import sys
+import tempfile
 import time
 import uuid
 from contextlib import AsyncExitStack
@@ -129,7 +133,11 @@ def _percentile(values: list[float], q: float) -> float:
 
 async def main(args: argparse.Namespace) -> list[dict[str, Any]]:
     async with AsyncExitStack() as stack:
-        endpoint = args.endpoint_url or (await stack.enter_async_context(Emulator())).endpoint_url
+        endpoint = args.endpoint_url
+        if endpoint is None:
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory()) if args.journal else None
+            emulator = await stack.enter_async_context(Emulator(data_dir=data_dir))
+            endpoint = emulator.endpoint_url
         return await measure(endpoint, args.sizes, args.ops)
 
 
@@ -160,6 +168,11 @@ def cli() -> None:
     )
     parser.add_argument("--ops", type=int, default=100, help="appends and loads per size")
     parser.add_argument("--endpoint-url", help="measure this endpoint instead of the emulator")
+    parser.add_argument(
+        "--journal",
+        action="store_true",
+        help="run the emulator with a (temporary) --data-dir: every write journaled and fsync-ed",
+    )
     parser.add_argument("--json", type=Path, help="also write the rows to this file")
     args = parser.parse_args()
     rows = anyio.run(main, args)

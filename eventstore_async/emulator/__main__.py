@@ -1,4 +1,4 @@
-"""``python -m eventstore_async.emulator [--host 127.0.0.1] [--port N] [--verbose]``."""
+"""``python -m eventstore_async.emulator [--host H] [--port N] [--data-dir DIR] [--verbose]``."""
 
 import sys
 

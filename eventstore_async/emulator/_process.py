@@ -60,10 +60,16 @@ class Emulator:
         host: str = DEFAULT_HOST,
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+        data_dir: str | os.PathLike[str] | None = None,
     ) -> None:
-        """Configure the emulator; ``port=0`` lets the OS pick a free port."""
+        """Configure the emulator; ``port=0`` lets the OS pick a free port.
+
+        ``data_dir``: keep the state in this directory across restarts (see
+        ``python -m eventstore_async.emulator --help``); None keeps it in memory only.
+        """
         self.port = port
         self.host = host
+        self.data_dir = data_dir
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._process: Process | None = None
@@ -105,7 +111,9 @@ class Emulator:
         stderr = tempfile.TemporaryFile()  # noqa: SIM115 - closed in aclose()
         try:
             process = await anyio.open_process(
-                emulator_command(self.port, host=self.host, stop_on_stdin_eof=True),
+                emulator_command(
+                    self.port, host=self.host, stop_on_stdin_eof=True, data_dir=self.data_dir
+                ),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=stderr,
@@ -184,6 +192,7 @@ def run_emulator(
     host: str = DEFAULT_HOST,
     startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
     stop_timeout: float = DEFAULT_STOP_TIMEOUT,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> Iterator[str]:
     """Synchronous form of :class:`Emulator` for non-async code; yields the endpoint URL.
 
@@ -194,7 +203,7 @@ def run_emulator(
     """
     with tempfile.TemporaryFile() as stderr:
         proc = subprocess.Popen(
-            emulator_command(port, host=host, stop_on_stdin_eof=True),
+            emulator_command(port, host=host, stop_on_stdin_eof=True, data_dir=data_dir),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=stderr,
@@ -213,13 +222,19 @@ def run_emulator(
 
 
 def emulator_command(
-    port: int = 0, *, host: str = DEFAULT_HOST, stop_on_stdin_eof: bool = False
+    port: int = 0,
+    *,
+    host: str = DEFAULT_HOST,
+    stop_on_stdin_eof: bool = False,
+    data_dir: str | os.PathLike[str] | None = None,
 ) -> list[str]:
     """The command line that starts the emulator server with this interpreter."""
     command = [sys.executable, "-m", "eventstore_async.emulator", "--host", host]
     command += ["--port", str(port)]
     if stop_on_stdin_eof:
         command.append("--stop-on-stdin-eof")
+    if data_dir is not None:
+        command += ["--data-dir", os.fspath(data_dir)]
     return command
 
 

@@ -15,8 +15,9 @@ import sys
 import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from types import FrameType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 # WSGI types, spelled out so this module does not depend on typeshed's private _typeshed.wsgi.
 Environ = dict[str, Any]
@@ -26,7 +27,6 @@ WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 DEFAULT_HOST = "127.0.0.1"
 # Response headers the HTTP server itself always sends (http.server's send_response).
 _SERVER_OWNED_HEADERS = frozenset({"server", "date"})
-_RESET_PATH = "/moto-api/reset"
 
 
 class SerializedWSGIApp:
@@ -51,40 +51,58 @@ class SerializedWSGIApp:
     sends its own, and moto's extra ``Server: amazon.com`` makes a duplicate that strict
     HTTP parsers reject (aiohttp, hence aiobotocore, under ``python -X dev`` or
     ``PYTHONASYNCIODEBUG=1``: "400, message: Duplicate 'Server' header found").
+
+    ``observer.served(...)`` is called inside the lock after each request, before its
+    response is sent (``EmulatorState``: request tokens, the journal).
     """
 
-    def __init__(self, app: WSGIApp, *, after_reset: Callable[[], None] | None = None) -> None:
-        self._app = app
+    def __init__(self, app: WSGIApp, observer: RequestObserver | None = None) -> None:
+        self.app = app
         self._lock = threading.Lock()
-        self._after_reset = after_reset
+        self._observer = observer
 
     def __call__(self, environ: Environ, start_response: StartResponse) -> list[bytes]:
-        _buffer_request_body(environ)
+        request_body = _buffer_request_body(environ)
+        statuses: list[str] = []
 
         def start_without_server_headers(
             status: str, headers: list[tuple[str, str]], exc_info: Any = None
         ) -> Callable[[bytes], object]:
+            statuses.append(status)
             headers = [(k, v) for k, v in headers if k.lower() not in _SERVER_OWNED_HEADERS]
             return start_response(status, headers, exc_info)
 
         with self._lock:
-            result = self._app(environ, start_without_server_headers)
-            try:
-                body = list(result)
-            finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
-            if self._after_reset is not None and environ.get("PATH_INFO") == _RESET_PATH:
-                self._after_reset()
+            body = drain(self.app(environ, start_without_server_headers))
+            if self._observer is not None:
+                status = int(statuses[-1].split(None, 1)[0]) if statuses else 500
+                self._observer.served(environ, request_body, status, b"".join(body))
             return body
 
 
-def _buffer_request_body(environ: Environ) -> None:
+class RequestObserver(Protocol):
+    """Told about every request the emulator served, inside its lock."""
+
+    def served(self, environ: Environ, request_body: bytes, status: int, body: bytes) -> None:
+        """Called after the app answered and before the answer is sent."""
+
+
+def drain(result: Iterable[bytes]) -> list[bytes]:
+    """Materialise a WSGI response body and close the app's iterator."""
+    try:
+        return list(result)
+    finally:
+        close = getattr(result, "close", None)
+        if close is not None:
+            close()
+
+
+def _buffer_request_body(environ: Environ) -> bytes:
     """Read the whole request body from the socket into memory (moto does so anyway)."""
     stream = environ.get("wsgi.input")
     if stream is None:
-        return
+        return b""
+    data: bytes
     if environ.get("wsgi.input_terminated"):
         # Chunked request: werkzeug's de-chunking stream ends at the last chunk.
         data = stream.read()
@@ -96,6 +114,7 @@ def _buffer_request_body(environ: Environ) -> None:
         # Never read past Content-Length: the raw socket stream would block.
         data = stream.read(length) if length > 0 else b""
     environ["wsgi.input"] = io.BytesIO(data)
+    return data
 
 
 def disable_model_tracking() -> None:
@@ -123,22 +142,29 @@ def disable_model_tracking() -> None:
     )
 
 
-def build_app() -> SerializedWSGIApp:
+def build_app(data_dir: Path | None = None) -> SerializedWSGIApp:
     """Build moto's multi-service WSGI app (DynamoDB, S3, ...) behind the global lock.
 
-    Raises UntestedMotoError (from ``_moto_patches``) when the installed moto is not one
-    the emulator's changes to it were tested with.
+    With ``data_dir`` the state journaled there is replayed first, and every change is
+    journaled from then on (``_journal``). Raises UntestedMotoError (from
+    ``_moto_patches``) when the installed moto is not one the emulator's changes to it
+    were tested with, and DataDirError when the data dir cannot be used.
     """
-    from eventstore_async.emulator._moto_patches import apply_patches
-    from eventstore_async.emulator._tokens import RequestTokens
+    from eventstore_async.emulator._journal import Journal
+    from eventstore_async.emulator._moto_patches import apply_patches, check_moto_version
+    from eventstore_async.emulator._state import EmulatorState
 
-    tokens = RequestTokens()
-    apply_patches(tokens)
+    moto_version = check_moto_version()
+    state = EmulatorState(None if data_dir is None else Journal(data_dir, moto_version))
+    apply_patches(state.tokens)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     disable_model_tracking()
     app = DomainDispatcherApplication(create_backend_app)
-    return SerializedWSGIApp(app, after_reset=tokens.clear)
+    restored = state.restore(app)
+    if data_dir is not None:
+        print(f"restored {restored} journaled requests from {data_dir}", file=sys.stderr)
+    return SerializedWSGIApp(app, state)
 
 
 def format_url(host: str, port: int) -> str:
@@ -182,6 +208,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--port", type=int, default=0, help="port to bind; 0 picks a free one (default)"
     )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="keep tables, items and objects in this directory across restarts (a journal "
+        "fsync-ed before each write is acknowledged); default: memory only",
+    )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.add_argument(
         "--stop-on-stdin-eof",
@@ -213,16 +246,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     # says (PYTHONWARNINGS=error would turn a moto DeprecationWarning into an HTTP 500).
     warnings.simplefilter("default" if args.verbose else "ignore")
 
-    from moto.moto_server.werkzeug_app import MotoRequestHandler
-    from werkzeug.serving import make_server
-
+    from eventstore_async.emulator._journal import DataDirError
     from eventstore_async.emulator._moto_patches import UntestedMotoError
 
     try:
-        app = build_app()
-    except UntestedMotoError as exc:
+        app = build_app(args.data_dir)
+    except (UntestedMotoError, DataDirError) as exc:
         print(f"eventstore_async.emulator: {exc}", file=sys.stderr)
         return 2
+    from moto.moto_server.werkzeug_app import MotoRequestHandler
+    from werkzeug.serving import make_server
+
     server = make_server(
         args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
     )
