@@ -263,7 +263,7 @@ async def test_a_consumer_whose_lease_was_taken_stops(make_store: StoreFactory) 
     async with store.subscribe(name, lease_seconds=5.0) as sub:
         far_future = 2**62
         usurper = LeaseWrite(name, "someone-else", far_future + 1, far_future, ())
-        await backend_of(store).commit(CommitPlan(writes=(usurper,), token="usurp"))
+        await backend_of(store).commit(CommitPlan(writes=(usurper,), token=uuid.uuid4().hex))
         with pytest.raises(LeaseLostError):
             await sub.checkpoint()
 

@@ -267,7 +267,7 @@ async def test_iteration_ends_once_project_finds_the_lease_lost(
         await sub.__anext__()
         far_future = 2**62
         usurper = LeaseWrite(name, "someone-else", far_future + 1, far_future, ())
-        await backend_of(store).commit(CommitPlan(writes=(usurper,), token="usurp"))
+        await backend_of(store).commit(CommitPlan(writes=(usurper,), token=uuid.uuid4().hex))
         with pytest.raises(LeaseLostError):
             await sub.project("faults", put={"k": {"v": 1}})
         with pytest.raises(LeaseLostError):  # not the change sets still buffered
@@ -280,7 +280,7 @@ async def _expire_lease(faults: CommitFaults, sub: Subscription) -> None:
     whose own term has already ended. (A lease that merely ran out, nobody else taking
     it, is taken again: see test_subscription_outage.py.)"""
     expire = LeaseWrite(sub.name, "another-consumer", lease_until_us=1, now_us=2**62, positions=())
-    await faults.inner.commit(CommitPlan(writes=(expire,), token="expire"))
+    await faults.inner.commit(CommitPlan(writes=(expire,), token=uuid.uuid4().hex))
 
 
 def _config(endpoint_url: str, **overrides: Any) -> StoreConfig:

@@ -155,7 +155,7 @@ async def test_a_lease_that_ran_out_untaken_is_taken_again(make_store: StoreFact
     async with store.subscribe(name) as sub:
         await sub.__anext__()
         ran_out = LeaseWrite(sub.name, sub._owner, lease_until_us=1, now_us=1, positions=())
-        await backend_of(store).commit(CommitPlan(writes=(ran_out,), token="ran-out"))
+        await backend_of(store).commit(CommitPlan(writes=(ran_out,), token=uuid.uuid4().hex))
         await sub.project("watched", put={"k": {"v": 1}})  # taken again, then saved
         assert sub._lost is None
         assert (await checkpoint_of(store, name)).lease_until_us > 1
