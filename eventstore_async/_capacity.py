@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 __all__ = [
@@ -22,6 +22,8 @@ __all__ = [
     "Usage",
     "current_kind",
     "current_usage",
+    "enter_kind",
+    "leave_kind",
     "note_attempt",
     "note_offload",
     "operation_kind",
@@ -71,6 +73,16 @@ def tracking(usage: Usage) -> Iterator[None]:
         yield
     finally:
         _USAGE.reset(token)
+
+
+def enter_kind(name: str) -> Token[str]:
+    """:func:`operation_kind` without a context manager (a fifth of its cost, for the
+    facade's every call); hand the token to :func:`leave_kind`."""
+    return _KIND.set(name)
+
+
+def leave_kind(token: Token[str]) -> None:
+    _KIND.reset(token)
 
 
 def current_usage() -> Usage | None:

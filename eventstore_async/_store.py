@@ -25,7 +25,7 @@ import msgspec
 from ._backends.aws.dynamodb import DynamoDBBackend
 from ._backends.memory import memory_backend
 from ._backends.protocol import Backend
-from ._capacity import operation_kind
+from ._capacity import enter_kind, leave_kind
 from ._closing import WriteGate
 from ._codec import EventCodec
 from ._config import StoreConfig
@@ -105,8 +105,11 @@ def _operation(method: _Method) -> _Method:
         self._require_open()
         self._in_flight += 1
         try:
-            with operation_kind(name):  # DynamoDB capacity counted as this kind's
+            kind = enter_kind(name)  # DynamoDB capacity is counted as this kind's
+            try:
                 return await traced(self, *args, **kwargs)
+            finally:
+                leave_kind(kind)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
