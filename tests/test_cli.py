@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -250,18 +250,19 @@ def test_python_m_runs_the_command() -> None:
     assert "Exit codes" in done.stdout
 
 
-def test_the_emulator_subcommand_serves() -> None:
+def test_the_emulator_subcommand_serves_and_keeps_its_data_dir(tmp_path: Path) -> None:
+    command = [sys.executable, "-m", "eventstore_async", "emulator", "--port", "0"]
     process = subprocess.Popen(
-        [sys.executable, "-m", "eventstore_async", "emulator", "--port", "0"],
-        stdout=subprocess.PIPE,
-        text=True,
+        [*command, "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert process.stdout is not None
         url = process.stdout.readline().strip()
         assert url.startswith("http://127.0.0.1:")
-        with urllib.request.urlopen(url + "/moto-api/", timeout=10) as answer:
-            assert answer.status == 200
+        env = {"EVENTSTORE_TABLE": "kept", "EVENTSTORE_ENDPOINT_URL": url}
+        env |= {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test"}
+        assert invoke(env, "init").exit_code == 0
+        assert any(tmp_path.iterdir())  # the emulator journals under --data-dir
     finally:
         process.terminate()
         code = process.wait(timeout=30)

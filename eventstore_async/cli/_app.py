@@ -182,7 +182,7 @@ def replay(settings: Settings, name: str, to: str, yes: bool, force: bool) -> No
     "--data-dir",
     type=click.Path(file_okay=False),
     default=None,
-    help="Keep the data in this directory (when the emulator supports it).",
+    help="Keep tables, items and objects in DIR across restarts.",
 )
 def emulator(port: int, data_dir: str | None) -> None:
     """Run the embedded emulator (DynamoDB + S3) until Ctrl-C; prints its URL."""
