@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint emulator test-localstack bench clean webapp loadtest chaos feed
+.PHONY: install demo test lint emulator test-localstack bench clean webapp loadtest chaos feed catchup
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,11 @@ chaos: $(STAMP)
 # processes append: every change set delivered once, in per-aggregate order, lag printed.
 feed: $(STAMP)
 	$(PY) benchmarks/bench_feed.py
+
+# Catch-up (the reader before and now, in one run) and feed writes under a simulated
+# 10 ms per request (README "Catch-up throughput", "Feed writes under latency").
+catchup: $(STAMP)
+	$(PY) benchmarks/bench_catchup.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

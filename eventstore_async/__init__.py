@@ -25,6 +25,7 @@ from ._errors import (
     InvalidInputError,
     LeaseLostError,
     SchemaMissingError,
+    ShardLeaseLostError,
     SnapshotOutcomeUnknownError,
     StorageError,
     StorageUnavailableError,
@@ -32,6 +33,7 @@ from ._errors import (
     SubscriptionBusyError,
     SubscriptionError,
 )
+from ._feed.groups import GroupSubscription
 from ._feed.subscription import Subscription
 from ._models import (
     ANY,
@@ -70,6 +72,7 @@ __all__ = [
     "EventStore",
     "EventStoreError",
     "EvolveError",
+    "GroupSubscription",
     "IdempotencyMismatchError",
     "IntegrityError",
     "InvalidInputError",
@@ -79,6 +82,7 @@ __all__ = [
     "RawEvent",
     "Repository",
     "SchemaMissingError",
+    "ShardLeaseLostError",
     "Snapshot",
     "SnapshotOutcomeUnknownError",
     "StorageError",

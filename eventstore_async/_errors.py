@@ -16,6 +16,7 @@ Every failure a caller may want to handle differently has its own class::
     ├── SubscriptionError
     │   ├── SubscriptionBusyError               another consumer holds the subscription
     │   └── LeaseLostError                      another consumer took the subscription over
+    │       └── ShardLeaseLostError             ... or one shard of a consumer group
     └── StorageError                            AWS refused or failed a request
         ├── SchemaMissingError                  the table or bucket does not exist
         ├── AccessDeniedError                   credentials or permissions
@@ -59,6 +60,7 @@ __all__ = [
     "InvalidInputError",
     "LeaseLostError",
     "SchemaMissingError",
+    "ShardLeaseLostError",
     "SnapshotOutcomeUnknownError",
     "StorageError",
     "StorageUnavailableError",
@@ -219,6 +221,18 @@ class LeaseLostError(SubscriptionError):
 
     Nothing after the last checkpoint is lost; it is delivered to the new consumer.
     """
+
+
+class ShardLeaseLostError(LeaseLostError):
+    """One shard of a consumer group (``mode="shared"``) moved to another member, or was
+    given up: that shard's work was not saved, the subscription goes on with its other
+    shards. ``shard`` is the shard."""
+
+    def __init__(self, name: str, shard: int) -> None:
+        super().__init__(
+            f"subscription {name!r}: shard {shard} is no longer this consumer's", name=name
+        )
+        self.shard = shard
 
 
 #: The reasons the library gives when AWS sent no error code (see the module docstring).

@@ -23,6 +23,7 @@ __all__ = [
     "CheckpointWrite",
     "CommitPlan",
     "CommitRejected",
+    "DeleteMember",
     "DeleteSnapshot",
     "DeleteView",
     "FeedAdvance",
@@ -33,11 +34,13 @@ __all__ = [
     "HeadWrite",
     "LeaseWrite",
     "MarkerRecord",
+    "MemberRecord",
     "ObjectPointer",
     "PutChangeSet",
     "PutFeedEntry",
     "PutFeedShape",
     "PutMarker",
+    "PutMember",
     "PutSnapshot",
     "PutView",
     "Rejection",
@@ -47,7 +50,9 @@ __all__ = [
     "ViewRecord",
     "checkpoint_partition",
     "feed_partition",
+    "group_partition",
     "marker_sort_key",
+    "member_sort_key",
     "schema_partition",
     "snapshot_sort_key",
     "token_of",
@@ -152,6 +157,14 @@ class CheckpointRecord(msgspec.Struct, frozen=True, gc=False):
     seq: int
 
 
+class MemberRecord(msgspec.Struct, frozen=True, gc=False):
+    """A live consumer of a shared subscription (a consumer group), until its term ends."""
+
+    group: str
+    owner: str
+    lease_until_us: int
+
+
 class ViewRecord(msgspec.Struct, frozen=True, gc=False):
     """One document of a read model maintained by a projection."""
 
@@ -169,6 +182,7 @@ Record = (
     | FeedEntryRecord
     | FeedShapeRecord
     | CheckpointRecord
+    | MemberRecord
     | ViewRecord
 )
 
@@ -188,6 +202,16 @@ def schema_partition() -> str:
 
 def checkpoint_partition(name: str) -> str:
     return f"{_SYSTEM}sub/{name}"
+
+
+def group_partition(group: str) -> str:
+    """The members of a shared subscription, one item each."""
+    return f"{_SYSTEM}group/{group}"
+
+
+def member_sort_key(owner: str) -> int:
+    """A member's item in its group's partition: 48 bits of SHA-256 of its owner id."""
+    return int.from_bytes(hashlib.sha256(owner.encode()).digest()[:6], "big") + 1
 
 
 def view_partition(view: str, key: str) -> str:
@@ -317,6 +341,19 @@ class CheckpointWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class PutMember:
+    """Announce (or renew) a member of a consumer group."""
+
+    record: MemberRecord
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteMember:
+    group: str
+    owner: str
+
+
+@dataclass(frozen=True, slots=True)
 class PutView:
     record: ViewRecord
 
@@ -341,6 +378,8 @@ Write = (
     | CheckpointWrite
     | PutView
     | DeleteView
+    | PutMember
+    | DeleteMember
 )
 
 

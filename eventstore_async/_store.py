@@ -36,6 +36,7 @@ from ._errors import (
     StoreClosedError,
 )
 from ._feed.filters import FeedFilter, check_type_names
+from ._feed.groups import GroupSubscription
 from ._feed.shape import FeedShape
 from ._feed.subscription import Subscription, SubscriptionSettings
 from ._feed.views import check_name, check_view_key, check_view_name
@@ -698,7 +699,8 @@ class EventStore:
         wait: bool = True,
         aggregate_types: Iterable[str] | None = None,
         event_types: Iterable[str] | None = None,
-    ) -> Subscription:
+        mode: Literal["exclusive", "shared"] = "exclusive",
+    ) -> Subscription | GroupSubscription:
         """A catch-up subscription to the global feed (needs ``feed_shards > 0``).
 
         ``async with store.subscribe("orders-view") as sub: async for cs in sub: ...``
@@ -716,6 +718,11 @@ class EventStore:
         With ``aggregate_types`` and/or ``event_types`` only change sets of those
         aggregate types holding an event of those types are delivered (whole); the
         checkpoint moves past the others. See the README ("Filtered subscriptions").
+
+        With ``mode="shared"`` consumers of that name in any number of processes share
+        the shards (a consumer group, see the README): each holds about
+        ``shards / members`` of them (``sub.shards``), with a lease and a checkpoint
+        per shard. A name keeps its mode: the other one is refused.
 
         Raises:
             InvalidInputError: a bad argument (``max_poll_interval`` below
@@ -742,7 +749,10 @@ class EventStore:
         )
         if not settings.shards:
             raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
-        return Subscription(self._backend, self._codec, self._decoder, settings, self._shape)
+        if mode not in ("exclusive", "shared"):
+            raise InvalidInputError("mode", 'must be "exclusive" or "shared"')
+        kind = GroupSubscription if mode == "shared" else Subscription
+        return kind(self._backend, self._codec, self._decoder, settings, self._shape)
 
     @_operation
     async def wait_for(

@@ -30,6 +30,7 @@ from .._records import (
     CheckpointWrite,
     CommitPlan,
     CommitRejected,
+    DeleteMember,
     DeleteSnapshot,
     DeleteView,
     FeedAdvance,
@@ -42,6 +43,7 @@ from .._records import (
     PutFeedEntry,
     PutFeedShape,
     PutMarker,
+    PutMember,
     PutSnapshot,
     PutView,
     Record,
@@ -53,7 +55,9 @@ from .._records import (
     Write,
     checkpoint_partition,
     feed_partition,
+    group_partition,
     marker_sort_key,
+    member_sort_key,
     schema_partition,
     snapshot_sort_key,
     view_partition,
@@ -270,6 +274,10 @@ def _address(write: Write) -> tuple[str, SortKey]:
         return checkpoint_partition(write.name), 0
     if isinstance(write, PutFeedShape):
         return schema_partition(), 0
+    if isinstance(write, PutMember):
+        return group_partition(write.record.group), member_sort_key(write.record.owner)
+    if isinstance(write, DeleteMember):
+        return group_partition(write.group), member_sort_key(write.owner)
     if isinstance(write, PutView):
         return view_partition(write.record.view, write.record.key), 0
     return view_partition(write.view, write.key), 0
@@ -312,7 +320,7 @@ def _applied(old: Record | None, write: Write) -> Record | None:
         assert isinstance(old, HeadRecord)
         snapshots = {**old.snapshots, write.schema: write.versions}
         return msgspec.structs.replace(old, snapshots=snapshots, snapshot_seq=old.snapshot_seq + 1)
-    if isinstance(write, DeleteSnapshot | DeleteView):
+    if isinstance(write, DeleteSnapshot | DeleteView | DeleteMember):
         return None
     if isinstance(write, FeedAdvance):
         return FeedCounterRecord(write.shard, write.expected + write.count)

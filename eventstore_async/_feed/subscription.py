@@ -55,18 +55,12 @@ from .._errors import (
 from .._models import ChangeSet
 from .._read.decode import ChangeSetDecoder
 from .._records import (
-    ChangeSetRecord,
     CheckpointRecord,
     CheckpointWrite,
     CommitPlan,
     CommitRejected,
-    DeleteView,
     FeedCounterRecord,
-    FeedEntryRecord,
-    HeadRecord,
     LeaseWrite,
-    PutView,
-    ViewRecord,
     Write,
     checkpoint_partition,
     feed_partition,
@@ -74,16 +68,14 @@ from .._records import (
 from .._retry import ConflictBackoff, Done, Refusal, Retry, commit_with_retries
 from .._telemetry import record_lag, traced_method
 from .._timeutil import now_us
+from .catchup import Delivery, FeedReader, ReaderSettings
 from .filters import FeedFilter
+from .groups import SHARED_OWNER, mode_refused
 from .outage import OutageBackoff, hold_on
 from .shape import FeedShape
-from .views import check_projection
+from .views import check_projection, view_writes
 
 __all__ = ["Subscription", "SubscriptionSettings"]
-
-_PAGE = 100
-#: Aggregate types a filtered subscription remembers (then it starts over).
-_TYPE_CACHE = 100_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,16 +112,6 @@ class SubscriptionSettings:
             )
 
 
-@dataclass(frozen=True, slots=True)
-class _Delivery:
-    """A change set at a shard's position; ``None``: entries up to the position were
-    skipped by the filter (the checkpoint moves past them once the consumer gets here)."""
-
-    shard: int
-    position: int
-    change_set: ChangeSet | None
-
-
 class Subscription:
     """Iterate with ``async for``; call :meth:`checkpoint` (or :meth:`project`) as you go."""
 
@@ -150,9 +132,9 @@ class Subscription:
         self._seq = 0
         self._delivered: list[int] = []  # per shard: last position handed to the consumer
         self._acknowledged: list[int] = []  # per shard: delivered before the last handed out
-        self._last: _Delivery | None = None  # the last one handed out, maybe not processed
+        self._last: Delivery | None = None  # the last one handed out, maybe not processed
         self._group: TaskGroup | None = None
-        self._receive: MemoryObjectReceiveStream[_Delivery] | None = None
+        self._receive: MemoryObjectReceiveStream[Delivery] | None = None
         self._saved: tuple[int, ...] = ()  # per shard: positions of the last checkpoint
         #: Positions of saves sent at ``_seq`` whose answer never came (lost, or the
         #: caller gave up on the call): one of them may have landed.
@@ -160,13 +142,17 @@ class Subscription:
         self._lost: LeaseLostError | None = None
         self._failure: Exception | None = None
         self._renewal = anyio.CancelScope()  # cancelled when the lease is lost
-        self._types: dict[str, str] = {}  # aggregate id -> type, for a type filter
         #: Seconds from the last delivered change set's commit to its delivery.
         self.last_lag_seconds: float | None = None
 
     @property
     def name(self) -> str:
         return self._settings.name
+
+    @property
+    def shards(self) -> tuple[int, ...]:
+        """The shards this consumer reads: all of them (see ``mode="shared"``)."""
+        return tuple(range(self._settings.shards))
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -177,7 +163,7 @@ class Subscription:
         self._saved = checkpoint.positions
         self._delivered = list(checkpoint.positions)
         self._acknowledged = list(checkpoint.positions)
-        send, self._receive = anyio.create_memory_object_stream[_Delivery](self._settings.buffer)
+        send, self._receive = anyio.create_memory_object_stream[Delivery](self._settings.buffer)
         self._renewal = anyio.CancelScope()
         self._group = anyio.create_task_group()
         await self._group.__aenter__()
@@ -220,11 +206,14 @@ class Subscription:
                     self._settings.outage,
                 )
             except CommitRejected as refused:
+                holder = _holder(refused)
+                if holder is not None and holder.owner == SHARED_OWNER:
+                    raise mode_refused(self.name, "shared (a consumer group)") from None
                 if not self._settings.wait:
                     raise SubscriptionBusyError(
                         f"subscription {self.name!r} is held by another consumer", name=self.name
                     ) from None
-                await anyio.sleep(self._wait_seconds(_holder(refused)))
+                await anyio.sleep(self._wait_seconds(holder))
                 continue
             return await hold_on(self._checkpoint_record, self._settings.outage)
 
@@ -328,14 +317,8 @@ class Subscription:
                 (``StorageUnavailableError``) is waited out, and an attempt whose
                 answer was lost is found landed or not from the checkpoint.
         """
-        writes: list[Write] = []
-        for name, puts, deletes in check_projection(view, put, delete, views):
-            writes += [
-                PutView(ViewRecord(name, key, self._codec.encode_events([document])))
-                for key, document in puts.items()
-            ]
-            writes += [DeleteView(name, key) for key in deletes]
-        await self._save_checkpoint(writes)
+        changes = check_projection(view, put, delete, views)
+        await self._save_checkpoint(view_writes(self._codec, changes))
 
     async def _save_checkpoint(self, writes: list[Write]) -> None:
         """Save the delivered positions (and extend the lease) with ``writes``, atomically."""
@@ -502,89 +485,21 @@ class Subscription:
         if self._receive is not None:
             self._receive.close()
 
-    async def _read(self, send: MemoryObjectSendStream[_Delivery], positions: list[int]) -> None:
-        """Poll every shard from its position; hand change sets over in position order."""
-        idle = self._settings.poll_min
-        async with send:
-            try:
-                while True:
-                    found = await hold_on(
-                        lambda: self._read_shards(send, positions), self._settings.outage
-                    )
-                    if found:
-                        idle = self._settings.poll_min
-                        continue
-                    await anyio.sleep(idle)
-                    idle = min(idle * 2, self._settings.poll_max)
-            except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-                return  # the consumer stopped
-            except Exception as exc:  # raised to the consumer by __anext__
-                self._failure = exc
-
-    async def _read_shards(
-        self, send: MemoryObjectSendStream[_Delivery], positions: list[int]
-    ) -> int:
-        """One pass over every shard; a shard read before a failure keeps its progress."""
-        found = 0
-        for shard in range(self._settings.shards):
-            found += await self._read_shard(send, shard, positions)
-        return found
-
-    async def _read_shard(
-        self, send: MemoryObjectSendStream[_Delivery], shard: int, positions: list[int]
-    ) -> int:
-        records = await self._backend.scan_partition(
-            feed_partition(shard), positions[shard] + 1, _PAGE
+    async def _read(self, send: MemoryObjectSendStream[Delivery], positions: list[int]) -> None:
+        """Read every shard from its position (``catchup.py``); a failure no retry
+        mends is kept for ``__anext__`` to raise."""
+        settings = self._settings
+        reader = FeedReader(
+            self._backend,
+            self._decoder,
+            ReaderSettings(settings.poll_min, settings.poll_max, settings.outage, settings.filter),
         )
-        entries = [r for r in records if isinstance(r, FeedEntryRecord)]
-        if not entries:
-            return 0
-        kept = await self._kept(entries)
-        found = await self._backend.get_many([(e.aggregate_id, e.version) for e, _ in kept])
-        stored = [_change_set(e, f) for (e, _), f in zip(kept, found, strict=True)]
-        change_sets = await self._decoder.change_sets(stored) if stored else []
-        for (entry, sure), change_set in zip(kept, change_sets, strict=True):
-            if sure or self._settings.filter.by_change_set(change_set):
-                await send.send(_Delivery(shard, entry.position, change_set))
-                positions[shard] = entry.position
-        if positions[shard] != entries[-1].position:  # the page ended with skipped ones
-            await send.send(_Delivery(shard, entries[-1].position, None))
-            positions[shard] = entries[-1].position
-        return len(entries)
-
-    async def _kept(self, entries: list[FeedEntryRecord]) -> list[tuple[FeedEntryRecord, bool]]:
-        """The entries whose change sets are read: ``True`` when the entry says they
-        match, ``False`` when only the change set can say."""
-        feed_filter = self._settings.filter
-        if feed_filter.everything:
-            return [(entry, True) for entry in entries]
-        types = await self._aggregate_types(entries)
-        kept: list[tuple[FeedEntryRecord, bool]] = []
-        for entry in entries:
-            verdict = feed_filter.by_entry(
-                entry, entry.aggregate_type or types.get(entry.aggregate_id)
-            )
-            if verdict is not False:
-                kept.append((entry, verdict is True))
-        return kept
-
-    async def _aggregate_types(self, entries: list[FeedEntryRecord]) -> dict[str, str]:
-        """The types of the aggregates whose entries name none, from their heads (only
-        with an ``aggregate_types`` filter). A type once found is kept (it never
-        changes); an aggregate without one is asked again next time."""
-        if self._settings.filter.aggregate_types is None:
-            return self._types
-        unknown = sorted(
-            {e.aggregate_id for e in entries if e.aggregate_type is None} - self._types.keys()
-        )
-        if unknown:
-            heads = await self._backend.get_many([(aggregate_id, 0) for aggregate_id in unknown])
-            if len(self._types) > _TYPE_CACHE:
-                self._types.clear()
-            for head in heads:
-                if isinstance(head, HeadRecord) and head.aggregate_type is not None:
-                    self._types[head.aggregate_id] = head.aggregate_type
-        return self._types
+        try:
+            await reader.run(send, dict(enumerate(positions)))
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            return  # the consumer stopped
+        except Exception as exc:  # raised to the consumer by __anext__
+            self._failure = exc
 
 
 class _CheckpointAttempts:
@@ -618,15 +533,6 @@ def _holder(rejected: CommitRejected) -> CheckpointRecord | None:
     """The checkpoint that stood in the way of taking the lease, if it was reported."""
     first = rejected.reasons[0] if rejected.reasons else None
     return first.old if first is not None and isinstance(first.old, CheckpointRecord) else None
-
-
-def _change_set(entry: FeedEntryRecord, found: object) -> ChangeSetRecord:
-    if not isinstance(found, ChangeSetRecord) or found.commit_id != entry.commit_id:
-        raise IntegrityError(
-            f"feed shard {entry.shard} position {entry.position} names change set "
-            f"{entry.version} of {entry.aggregate_id!r}, which is not stored"
-        )
-    return found
 
 
 def _timestamp_us(change_set: ChangeSet) -> int:

@@ -12,8 +12,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .._codec import EventCodec
 from .._errors import InvalidInputError
-from .._records import MAX_TRANSACTION_ACTIONS
+from .._records import MAX_TRANSACTION_ACTIONS, DeleteView, PutView, ViewRecord, Write
 from .._validation import check_aggregate_id
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "check_projection",
     "check_view_key",
     "check_view_name",
+    "view_writes",
 ]
 
 _NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
@@ -80,6 +82,18 @@ def check_projection(view: Any, put: Any, delete: Any, views: Any) -> list[ViewC
             f"{MAX_TRANSACTION_ACTIONS} actions, one is the checkpoint)",
         )
     return changes
+
+
+def view_writes(codec: EventCodec, changes: list[ViewChanges]) -> list[Write]:
+    """The writes of checked view changes: a put per document, a delete per key."""
+    writes: list[Write] = []
+    for name, puts, deletes in changes:
+        writes += [
+            PutView(ViewRecord(name, key, codec.encode_events([document])))
+            for key, document in puts.items()
+        ]
+        writes += [DeleteView(name, key) for key in deletes]
+    return writes
 
 
 def _view_specs(views: Any) -> list[tuple[str, Any]]:

@@ -14,6 +14,7 @@ import anyio
 
 from .._backends.protocol import Backend
 from .._records import CheckpointRecord, FeedEntryRecord, checkpoint_partition, feed_partition
+from .groups import SHARED_OWNER, shard_name
 from .positions import shard_of
 
 __all__ = ["wait_for_checkpoint"]
@@ -47,8 +48,12 @@ async def wait_for_checkpoint(
 
 
 async def _saved_position(backend: Backend, name: str, shard: int) -> int | None:
-    """The checkpoint's position in ``shard``; None: no checkpoint (yet) for it."""
+    """The checkpoint's position in ``shard``; None: no checkpoint (yet) for it. A
+    consumer group (``mode="shared"``) keeps one checkpoint per shard."""
     record = await backend.get(checkpoint_partition(name), 0)
+    if isinstance(record, CheckpointRecord) and record.owner == SHARED_OWNER:
+        record = await backend.get(checkpoint_partition(shard_name(name, shard)), 0)
+        shard = 0
     if not isinstance(record, CheckpointRecord) or shard >= len(record.positions):
         return None
     return record.positions[shard]

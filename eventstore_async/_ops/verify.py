@@ -39,6 +39,7 @@ from .._records import (
     FeedShapeRecord,
     HeadRecord,
     MarkerRecord,
+    MemberRecord,
     ObjectPointer,
     Record,
     SnapshotRecord,
@@ -102,8 +103,8 @@ class _Table:
             self.entries[record.shard][record.position] = record
         elif isinstance(record, CheckpointRecord | ViewRecord):
             self.counts["checkpoints" if isinstance(record, CheckpointRecord) else "views"] += 1
-        elif isinstance(record, FeedShapeRecord):
-            pass  # the table's feed shard count: every store checks itself against it
+        elif isinstance(record, FeedShapeRecord | MemberRecord):
+            pass  # the feed's shard count; a consumer group's member (a heartbeat)
         else:
             self.problems.append(
                 VerifyProblem(

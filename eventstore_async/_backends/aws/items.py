@@ -32,6 +32,7 @@ from ..._records import (
     CheckpointRecord,
     CheckpointWrite,
     CommitPlan,
+    DeleteMember,
     DeleteSnapshot,
     DeleteView,
     FeedAdvance,
@@ -42,11 +43,13 @@ from ..._records import (
     HeadWrite,
     LeaseWrite,
     MarkerRecord,
+    MemberRecord,
     ObjectPointer,
     PutChangeSet,
     PutFeedEntry,
     PutFeedShape,
     PutMarker,
+    PutMember,
     PutSnapshot,
     PutView,
     Record,
@@ -57,7 +60,9 @@ from ..._records import (
     Write,
     checkpoint_partition,
     feed_partition,
+    group_partition,
     marker_sort_key,
+    member_sort_key,
     schema_partition,
     snapshot_sort_key,
     view_partition,
@@ -111,7 +116,12 @@ def record_to_item(record: Record) -> Item:
 
 
 def _system_item(
-    record: FeedCounterRecord | FeedEntryRecord | FeedShapeRecord | CheckpointRecord | ViewRecord,
+    record: FeedCounterRecord
+    | FeedEntryRecord
+    | FeedShapeRecord
+    | CheckpointRecord
+    | MemberRecord
+    | ViewRecord,
 ) -> Item:
     if isinstance(record, FeedCounterRecord):
         item = key(feed_partition(record.shard), 0)
@@ -127,6 +137,10 @@ def _system_item(
             item["agg_type"] = {"S": record.aggregate_type}
         if record.event_types is not None:
             item["event_types"] = {"L": [{"S": name} for name in record.event_types]}
+    elif isinstance(record, MemberRecord):
+        item = key(group_partition(record.group), member_sort_key(record.owner))
+        item["owner"] = {"S": record.owner}
+        item["lease_until_us"] = {"N": str(record.lease_until_us)}
     elif isinstance(record, FeedShapeRecord):
         item = key(schema_partition(), 0)
         item["shards"] = {"N": str(record.shards)}
@@ -148,6 +162,7 @@ _KINDS: dict[type, str] = {
     FeedEntryRecord: "feed_entry",
     CheckpointRecord: "checkpoint",
     FeedShapeRecord: "feed_shape",
+    MemberRecord: "member",
     ViewRecord: "view",
 }
 
@@ -175,6 +190,12 @@ def _system_from(item: Item, kind: str) -> Record:
             owner=item["owner"]["S"],
             lease_until_us=int(item["lease_until_us"]["N"]),
             seq=int(item["seq"]["N"]),
+        )
+    if kind == "member":
+        return MemberRecord(
+            group=partition.split("/", 1)[1],
+            owner=item["owner"]["S"],
+            lease_until_us=int(item["lease_until_us"]["N"]),
         )
     if kind == "feed_shape":
         return FeedShapeRecord(shards=int(item["shards"]["N"]))
@@ -379,8 +400,11 @@ def _action(write: Write, table: str) -> dict[str, Any]:
         return _take_lease(write, table)
     if isinstance(write, CheckpointWrite):
         return _save_checkpoint(write, table)
-    if isinstance(write, PutView):
+    if isinstance(write, PutView | PutMember):
         return {"Put": {"TableName": table, "Item": _system_item(write.record)}}
+    if isinstance(write, DeleteMember):
+        member_key = key(group_partition(write.group), member_sort_key(write.owner))
+        return {"Delete": {"TableName": table, "Key": member_key}}
     if isinstance(write, DeleteView):
         view_key = key(view_partition(write.view, write.key), 0)
         return {"Delete": {"TableName": table, "Key": view_key}}
