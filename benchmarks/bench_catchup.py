@@ -114,7 +114,7 @@ def config(shards: int) -> StoreConfig:
 async def populate(memory: MemoryBackend, shards: int, change_sets: int) -> None:
     """``change_sets`` change sets, 10 per aggregate, appended 25 at a time."""
     aggregates = max(1, change_sets // 10)
-    async with EventStore(config(shards), _backend=memory) as store:
+    async with EventStore(config(shards), backend=memory) as store:
         for version in range(change_sets // aggregates):
             for start in range(0, aggregates, 25):
                 batch = [
@@ -182,7 +182,7 @@ async def bench_catchup(shards: int, change_sets: int, latency: float) -> dict[s
     await populate(memory, shards, change_sets)
     populate_seconds = time.perf_counter() - begun
     backend = SlowBackend(memory, latency)
-    async with EventStore(config(shards), _backend=backend) as store:  # type: ignore[arg-type]
+    async with EventStore(config(shards), backend=backend) as store:  # type: ignore[arg-type]
         backend.frozen = True  # only the lease and checkpoint items change from here
         cpu = time.process_time()
         before = await catch_up_before(store, backend, change_sets)
@@ -215,7 +215,7 @@ async def bench_writes(
 ) -> dict[str, Any]:
     backend = SlowBackend(MemoryBackend(with_objects=False), latency)
     acks = 0
-    opened = [EventStore(config(shards), _backend=backend) for _ in range(stores)]  # type: ignore[arg-type]
+    opened = [EventStore(config(shards), backend=backend) for _ in range(stores)]  # type: ignore[arg-type]
     for store in opened:
         await store.__aenter__()
     await opened[0].append("warm-up", [{}], expected_version=0)  # records the feed shape

@@ -179,7 +179,7 @@ async def test_group_of_three_in_one_process(make_store: StoreFactory) -> None:
     members: list[tuple[Killable, anyio.CancelScope]] = []
 
     async def member(backend: Killable, scope: anyio.CancelScope, owners: list[str]) -> None:
-        async with EventStore(store.config, _backend=backend) as own:  # type: ignore[arg-type]
+        async with EventStore(store.config, backend=backend) as own:  # type: ignore[arg-type]
             with scope, _quiet():
                 await consume(own, name, LEASE, lambda line: _owner(line, owners))
 
