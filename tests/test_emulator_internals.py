@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from eventstore_async.emulator._journal import Record, UploadIds
 from eventstore_async.emulator._moto_patches import (
     TESTED_MOTO_VERSIONS,
     UntestedMotoError,
@@ -126,3 +127,21 @@ def test_the_digest_ignores_the_token_and_key_order_and_sees_bytes() -> None:
     b = parameters_digest({"B": {"B": b"\x00"}, "A": 1, "ClientRequestToken": "y"})
     c = parameters_digest({"B": {"B": b"\x01"}, "A": 1})
     assert a == b != c
+
+
+def test_replayed_requests_of_a_multipart_upload_get_its_new_id() -> None:
+    uploads = UploadIds()
+    created = Record(at=0.0, environ={"QUERY_STRING": "uploads="}, upload_id="old-id")
+    uploads.learn(created, b"<X><UploadId>new-id</UploadId></X>")
+    part = {
+        "QUERY_STRING": "partNumber=2&uploadId=old-id",
+        "RAW_URI": "/b/k?partNumber=2&uploadId=old-id",
+        "PATH_INFO": "/b/k",
+    }
+    assert uploads.rewrite(part) == {
+        "QUERY_STRING": "partNumber=2&uploadId=new-id",
+        "RAW_URI": "/b/k?partNumber=2&uploadId=new-id",
+        "PATH_INFO": "/b/k",
+    }
+    other = {"QUERY_STRING": "uploadId=unknown"}
+    assert uploads.rewrite(other) == other

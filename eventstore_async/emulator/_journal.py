@@ -44,7 +44,8 @@ FORMAT_VERSION = 1
 _FRAME = struct.Struct(">II")  # length, crc32
 _READ_OPERATIONS = re.compile(r"\.(Get|BatchGet|TransactGet|Query|Scan|Describe|List)")
 _UPLOAD_ID = re.compile(rb"<UploadId>([^<]+)</UploadId>")
-_UPLOAD_ID_PARAM = re.compile(r"(?<![^&])uploadId=([^&]*)")
+_UPLOAD_ID_PARAM = re.compile(r"(^|[?&])uploadId=([^&]*)")
+_URI_KEYS = ("QUERY_STRING", "RAW_URI", "REQUEST_URI")  # where werkzeug keeps the query
 
 
 class DataDirError(RuntimeError):
@@ -185,13 +186,17 @@ class UploadIds:
 
     def rewrite(self, environ: dict[str, str]) -> dict[str, str]:
         """The environ with a journaled upload id replaced by its replayed one."""
-        query = environ.get("QUERY_STRING", "")
-        if "uploadId=" not in query:
+        if "uploadId=" not in environ.get("QUERY_STRING", ""):
             return environ
-        replaced = _UPLOAD_ID_PARAM.sub(
-            lambda m: "uploadId=" + self._new.get(m.group(1), m.group(1)), query
-        )
-        return {**environ, "QUERY_STRING": replaced}
+        rewritten = dict(environ)
+        for key in _URI_KEYS:
+            if key in rewritten:
+                rewritten[key] = _UPLOAD_ID_PARAM.sub(self._replace, rewritten[key])
+        return rewritten
+
+    def _replace(self, match: re.Match[str]) -> str:
+        old = match.group(2)
+        return f"{match.group(1)}uploadId={self._new.get(old, old)}"
 
     def learn(self, record: Record, response: bytes) -> None:
         """Remember the id moto gave the upload that ``record`` created on replay."""

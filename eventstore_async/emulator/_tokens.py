@@ -37,7 +37,7 @@ def parameters_digest(params: Mapping[str, Any]) -> str:
 def _encode_bytes(value: object) -> str:
     if isinstance(value, bytes | bytearray):
         return "b64:" + base64.b64encode(value).decode("ascii")
-    raise TypeError(f"unexpected {type(value).__name__} in a request")
+    return f"{type(value).__name__}:{value!r}"  # anything else a parser may produce
 
 
 class RequestTokens:
