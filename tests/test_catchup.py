@@ -11,7 +11,7 @@ import pytest
 
 from eventstore_async import Append
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -39,7 +39,7 @@ class FetchSpy:
 async def test_reads_ahead_at_most_the_buffer_and_a_page_per_shard(
     make_store: StoreFactory,
 ) -> None:
-    store = await make_store(feed_shards=SHARDS)
+    store = await make_store(feed_shards=SHARDS, wrap=FetchSpy)
     for version in range(10):
         batch = [
             Append(aggregate_id=f"a-{n}", events=[{"n": version}], expected_version=version)
@@ -47,8 +47,9 @@ async def test_reads_ahead_at_most_the_buffer_and_a_page_per_shard(
         ]
         for start in range(0, 200, 25):
             await store.append_many(batch[start : start + 25])
-    spy = FetchSpy(store._backend)
-    store._backend = spy  # type: ignore[assignment]
+    spy = backend_of(store)
+    assert isinstance(spy, FetchSpy)
+    spy.fetched = 0  # count only the subscription's reads
     seen: dict[str, int] = {}
     async with store.subscribe(f"ahead-{uuid.uuid4().hex[:6]}", buffer=BUFFER) as sub:
         consumed = 0

@@ -15,7 +15,7 @@ import pytest
 from eventstore_async import EventStore, StoreClosedError
 from eventstore_async._backends.memory import MemoryBackend, MemoryObjects
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -47,7 +47,7 @@ class Source:
 def stored_objects(store: EventStore, emulator_url: str | None) -> tuple[list[str], int]:
     """Object keys and unfinished multipart uploads in the store's bucket (read directly)."""
     if emulator_url is None:
-        backend = store._backend
+        backend = backend_of(store)
         assert isinstance(backend, MemoryBackend) and isinstance(backend.objects, MemoryObjects)
         return sorted(backend.objects.objects), len(backend.objects.uploads)
     s3 = boto3.client(

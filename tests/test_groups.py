@@ -23,8 +23,9 @@ from eventstore_async import EventStore, InvalidInputError, StorageError
 from eventstore_async._backends.memory import MemoryBackend
 from eventstore_async._feed.groups import ShardLeaseLostError, shard_name
 from eventstore_async._records import CheckpointRecord, checkpoint_partition
+from eventstore_async.testing import DynamoDBBackend
 
-from .conftest import StoreFactory, backend_names, remote_config
+from .conftest import StoreFactory, backend_names, backend_of, remote_config, store_on
 from .group_consumer import consume
 
 pytestmark = pytest.mark.anyio
@@ -53,7 +54,7 @@ async def holders(store: EventStore, name: str) -> list[str | None]:
     keys: list[tuple[str, Any]] = [
         (checkpoint_partition(shard_name(name, s)), 0) for s in range(SHARDS)
     ]
-    records = await store._backend.get_many(keys)
+    records = await backend_of(store).get_many(keys)
     now = time.time() * 1e6
     return [
         r.owner if isinstance(r, CheckpointRecord) and r.lease_until_us > now else None
@@ -172,14 +173,14 @@ async def assert_exactly_once_in_order(store: EventStore, aggregates: int, versi
 @pytest.mark.parametrize("backend_name", ["memory"])
 async def test_group_of_three_in_one_process(make_store: StoreFactory) -> None:
     store = await make_store(feed_shards=SHARDS)
-    shared = store._backend
+    shared = backend_of(store)
     assert isinstance(shared, MemoryBackend)
     name, aggregates, versions = new_name(), 16, 12
     owners_of: list[list[str]] = [[] for _ in range(4)]  # per member: its owner id
     members: list[tuple[Killable, anyio.CancelScope]] = []
 
     async def member(backend: Killable, scope: anyio.CancelScope, owners: list[str]) -> None:
-        async with EventStore(store.config, backend=backend) as own:  # type: ignore[arg-type]
+        async with EventStore(store.config, backend=backend) as own:
             with scope, _quiet():
                 await consume(own, name, LEASE, lambda line: _owner(line, owners))
 
@@ -251,7 +252,7 @@ async def test_group_of_three_processes_with_a_kill_and_a_joiner(
     config = remote_config(backend_name, request, feed_shards=SHARDS)
     name, aggregates, versions = new_name(), 12, 10
     fields = json.dumps(dataclasses.asdict(config))
-    async with EventStore(config) as store:
+    async with store_on(config, DynamoDBBackend(config)) as store:
         await store.create_schema()
         processes: list[subprocess.Popen[str]] = []
         try:
