@@ -26,6 +26,7 @@ class WriteGate:
     def __init__(self) -> None:
         self._closed = False
         self._uploads: set[anyio.CancelScope] = set()
+        self._stopped = anyio.Event()
 
     def check(self, what: str) -> None:
         """Raise :class:`StoreClosedError` if the store closed before ``what`` started.
@@ -52,13 +53,20 @@ class WriteGate:
                 yield
         finally:
             self._uploads.discard(scope)
+            if self._closed and not self._uploads:
+                self._stopped.set()
         if scope.cancelled_caught:
             raise StoreClosedError(
                 "the store closed during the upload, which was stopped; nothing was written"
             )
 
-    def close(self) -> None:
-        """Refuse new uploads and transactions, and cancel the uploads running."""
+    async def close(self, cleanup_seconds: float) -> None:
+        """Refuse new uploads and transactions, cancel the uploads running, and wait
+        (at most ``cleanup_seconds``) until each has aborted and deleted what it wrote."""
         self._closed = True
+        if not self._uploads:
+            return
         for scope in self._uploads:
             scope.cancel()
+        with anyio.move_on_after(cleanup_seconds):
+            await self._stopped.wait()

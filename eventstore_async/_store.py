@@ -245,18 +245,17 @@ class EventStore:
         flight get up to ``grace_seconds`` to finish. Then uploads still running are
         stopped (a multipart upload aborted, an object deleted) and no append sends its
         transaction any more: those appends raise :class:`StoreClosedError`, nothing was
-        written. The clients close after that cleanup (bounded by ``read_timeout`` plus
-        ``connect_timeout``, twice); an operation whose request is still out then fails
-        with a :class:`StorageError`, and an append among them may have landed (see
-        :class:`CommitOutcomeUnknownError`).
+        written. The clients close once the stopped uploads have cleaned up (at most
+        twice ``connect_timeout`` plus ``read_timeout``); an operation whose request is
+        still out then fails with a :class:`StorageError`, and an append among them may
+        have landed (see :class:`CommitOutcomeUnknownError`).
         """
         if self._state in (_State.CLOSING, _State.CLOSED):
             return
         self._state = _State.CLOSING
         with anyio.CancelScope(shield=True):
             await self._wait_idle(grace_seconds)
-            self._gate.close()
-            await self._wait_idle(2 * (self._config.connect_timeout + self._config.read_timeout))
+            await self._gate.close(2 * (self._config.connect_timeout + self._config.read_timeout))
             self._state = _State.CLOSED
             await self._backend.aclose()
 
