@@ -18,6 +18,7 @@ import pytest
 from eventstore_async import (
     CommitOutcomeUnknownError,
     EventStore,
+    StorageUnavailableError,
     StoreConfig,
 )
 from eventstore_async._backends.aws.dynamodb import TABLE_KEYS
@@ -319,3 +320,26 @@ async def test_lost_put_object_response_does_not_fail_the_append(emulator_url: s
             change_set = await store.append("big-1", events, expected_version=0)
             assert change_set.version == 1
             assert list((await store.load("big-1")).events) == events
+
+
+@pytest.mark.anyio
+async def test_a_refused_put_re_send_that_cannot_be_checked_is_transient(
+    emulator_url: str,
+) -> None:
+    # The PUT lands but its answer is lost; botocore's re-send is refused (412) and every
+    # HEAD that would recognise our own object fails: the caller may retry.
+    plan = {"S3:PUT": ["reset_after"], "S3:HEAD": ["http_500", "http_500"]}
+
+    def script(request: ProxyRequest) -> str | None:
+        kinds = plan.get(request.operation)
+        return kinds.pop(0) if kinds else None
+
+    async with FaultProxy(emulator_url, script=script) as proxy:
+        config = _config(proxy.url, max_attempts=2, offload_threshold_bytes=1024)
+        await _schema(emulator_url, config)
+        async with EventStore(config) as store:
+            with pytest.raises(StorageUnavailableError) as unconfirmed:
+                await store.append("big-1", [{"blob": "x" * 3000}], expected_version=0)
+            assert await store.head("big-1") is None
+    assert proxy.faults["http_500"] == 2
+    assert unconfirmed.value.reason == "UnconfirmedWrite"

@@ -86,7 +86,7 @@ class ChaosOptions:
     offload_ratio: float = 0.05  # change sets big enough to go to S3
     offload_threshold_bytes: int = 2048
     #: with the append deadline, these make the commit window (the sweeper's older_than)
-    max_upload_seconds: float = 5.0
+    max_upload_seconds: float = 10.0  # on a loaded machine an upload can take 5 s
     append_deadline_seconds: float = 20.0
     snapshot_ratio: float = 0.03  # share of the writers' steps that save a snapshot
     sweep_during: bool = True  # a sweeper runs while the writers append
@@ -175,7 +175,7 @@ async def sweep_during(
                 try:
                     report = await store.sweep_orphans(older_than=window)
                 except StorageError as exc:
-                    figures[f"sweeper_error:{exc.code}"] += 1
+                    figures[f"sweeper_error:{exc.code or exc.reason}"] += 1
                     continue
                 figures["sweeper_objects_deleted"] += len(report.objects_deleted)
                 figures["sweeper_uploads_aborted"] += report.uploads_aborted

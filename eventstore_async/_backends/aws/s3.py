@@ -6,7 +6,7 @@ import hashlib
 from collections.abc import AsyncGenerator
 from typing import Any
 
-from ..._errors import StorageError, StoreClosedError
+from ..._errors import StorageError, StorageUnavailableError, StoreClosedError
 from ..protocol import ObjectInfo, UploadInfo
 from .errors import translate_errors
 
@@ -79,14 +79,24 @@ class S3Objects:
     async def _written_by_us(self, exc: StorageError, key: str, etag: str) -> bool:
         """After a lost response botocore re-sends the write, which the condition then
         refuses (412; for a completed upload, 404 NoSuchUpload). Keys are random, so an
-        object with our ETag there is our own first attempt: the write succeeded."""
+        object with our ETag there is our own first attempt: the write succeeded.
+
+        Raises:
+            StorageUnavailableError: the object could not be read to tell (reason
+                ``UnconfirmedWrite``): a refusal of our own re-send is not final.
+        """
         if exc.code not in {"PreconditionFailed", "412", "NoSuchUpload"}:
             return False
         try:
             with translate_errors("HeadObject", bucket=self._bucket):
                 head = await self._s3.head_object(Bucket=self._bucket, Key=key)
-        except StorageError:
-            return False
+        except StorageError as head_failed:
+            raise StorageUnavailableError(
+                f"a re-sent write of {key!r} was refused ({exc.code}) and reading the object "
+                f"back to recognise our own first attempt failed ({head_failed})",
+                reason="UnconfirmedWrite",
+                operation=exc.operation,
+            ) from head_failed
         return str(head.get("ETag", "")).strip('"') == etag
 
     async def abort_multipart(self, key: str, upload_id: str) -> None:
