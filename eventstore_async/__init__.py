@@ -49,6 +49,7 @@ from ._models import (
     VerifyReport,
 )
 from ._store import EventStore
+from ._types import EventType
 from .domain import Aggregate, Decider, Loaded, Outcome, Repository, applies
 
 __version__ = "0.1.0"
@@ -71,6 +72,7 @@ __all__ = [
     "Decider",
     "EventStore",
     "EventStoreError",
+    "EventType",
     "EvolveError",
     "GroupSubscription",
     "IdempotencyMismatchError",

@@ -46,13 +46,21 @@ ANY: Final[AnyVersion] = AnyVersion()
 
 
 class RawEvent(msgspec.Struct, frozen=True):
-    """An event whose type is not registered with this store's codec.
+    """An event this store does not decode to a type: its type is not registered, it
+    was stored at a newer ``version`` than the registered one, or an upcaster failed.
 
-    ``type`` is the stored type name, ``data`` the decoded body (dicts, lists, scalars).
+    ``type`` is the stored type name, ``data`` the decoded body (dicts, lists, scalars),
+    ``version`` the schema version it was stored with (1 for events stored before
+    versions existed). ``error`` says why a registered type's event is raw (an upcaster
+    failed; with ``on_undecodable="raw"``, why it did not decode); it is ``None`` for
+    unregistered types and newer versions. Appending a RawEvent writes it back under its
+    type and version (``error`` is not stored).
     """
 
     type: str
     data: Any
+    version: int = 1
+    error: str | None = None
 
 
 class ChangeSet(msgspec.Struct, frozen=True, kw_only=True):

@@ -27,7 +27,7 @@ from ._backends.memory import memory_backend
 from ._backends.protocol import Backend
 from ._capacity import enter_kind, leave_kind
 from ._closing import WriteGate
-from ._codec import EventCodec
+from ._codec import EventCodec, UndecodableEventError
 from ._config import StoreConfig
 from ._errors import (
     AggregateNotFoundError,
@@ -62,10 +62,12 @@ from ._retry import ConflictBackoff
 from ._telemetry import ENABLED as TRACING
 from ._telemetry import traced_iterator, traced_method
 from ._timeutil import from_us
+from ._types import EventType, Upcaster, check_struct_type
 from ._validation import (
     check_aggregate_id,
     check_aggregate_ids,
     check_count,
+    check_on_undecodable,
     check_seconds,
     check_start,
     check_version,
@@ -132,7 +134,9 @@ class EventStore:
 
     Args:
         config: where the data lives and how to reach it.
-        types: msgspec Struct event types to decode back to (see :meth:`register`).
+        types: msgspec Struct event types to decode back to, each a Struct type
+            (version 1) or an :class:`EventType` (version, upcasters, aliases), as
+            :meth:`register` takes them.
         verify_on_open: :meth:`ping` when opening, so a wrong endpoint, region, table
             or bucket fails at start-up (``__aenter__`` raises what ``ping`` raises).
         backend: for tests: the storage to use instead of the DynamoDB + S3 backend
@@ -144,7 +148,7 @@ class EventStore:
         self,
         config: StoreConfig,
         *,
-        types: Iterable[type[msgspec.Struct]] = (),
+        types: Iterable[type[msgspec.Struct] | EventType] = (),
         verify_on_open: bool = False,
         backend: Backend | None = None,
     ) -> None:
@@ -173,7 +177,9 @@ class EventStore:
         )
 
     @classmethod
-    def in_memory(cls, *, types: Iterable[type[msgspec.Struct]] = (), **config: Any) -> EventStore:
+    def in_memory(
+        cls, *, types: Iterable[type[msgspec.Struct] | EventType] = (), **config: Any
+    ) -> EventStore:
         """A store kept in this process, with the same semantics, for unit tests.
 
         ``config`` takes :class:`StoreConfig` fields (``page_size``,
@@ -203,16 +209,31 @@ class EventStore:
         counters: dict[str, Any] = dataclasses.asdict(self._appender.counters)
         return {**counters, "read_capacity_units": read, "write_capacity_units": write}
 
-    def register(self, *types: type[msgspec.Struct]) -> None:
-        """Make loads decode events of these Struct types back to them.
+    def register(
+        self,
+        cls: type[msgspec.Struct],
+        *,
+        version: int = 1,
+        upcasters: Mapping[int, Upcaster] | None = None,
+        aliases: Iterable[str] = (),
+    ) -> None:
+        """Make loads decode events of ``cls`` back to it, at schema ``version``.
 
-        Events of types never registered load as :class:`RawEvent`. A type is also
-        registered when first appended.
+        Events are written with their type's name and version. An event stored at an
+        older version ``n`` runs ``upcasters[n]``, ``upcasters[n + 1]``... (each
+        ``dict -> dict``, turning the body of one version into the next), then decodes
+        as ``cls``. ``aliases`` are older names of the type (renames): their events
+        decode as ``cls`` through the same chain. Events of types never registered, of
+        a newer version than registered, or whose upcaster fails load as
+        :class:`RawEvent`. Appending a type does not register it. Registering ``cls``
+        again replaces its registration.
 
         Raises:
-            InvalidInputError: not a Struct type, or its name is taken by another type.
+            InvalidInputError: not a Struct type; ``version`` not an int >= 1;
+                ``upcasters`` missing a step from 1 to ``version`` (or with other keys);
+                the type's name or an alias already belonging to another type.
         """
-        self._codec.register(*types)
+        self._codec.register(cls, version=version, upcasters=upcasters, aliases=aliases)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -523,6 +544,7 @@ class EventStore:
         from_version: int = 1,
         to_version: int | None = None,
         snapshot_schema: str | None = None,
+        state_type: type[msgspec.Struct] | None = None,
     ) -> AggregateHistory:
         """The aggregate's head and its change sets ``from_version..to_version``.
 
@@ -534,14 +556,18 @@ class EventStore:
         the change sets after it: two requests whatever the history's length. Snapshots
         of other schemas are ignored; with none usable, every change set is loaded. If a
         concurrent save evicts or overwrites the snapshot being read, the load reads
-        again (at most 3 times), then replays every change set.
+        again (at most 3 times), then replays every change set. ``state_type`` decodes
+        the snapshot's state as that Struct type (through its registration, upcasters
+        included, when it has one); without it the state decodes as registered types
+        do (an unregistered one loads as :class:`RawEvent`).
 
         Raises:
             InvalidInputError: a bad id, version range or schema (``from_version`` must
                 stay 1 with a snapshot schema).
             AggregateNotFoundError: the aggregate has no change sets.
-            IntegrityError: stored data does not decode, a version is missing, or a
-                snapshot listed on the head has lost its offloaded state.
+            IntegrityError: stored data does not decode (an event of a registered type
+                names its type, stored version, change set and field), a version is
+                missing, or a snapshot listed on the head has lost its offloaded state.
             StorageError: AWS failed the request.
         """
         self._require_open()
@@ -552,7 +578,10 @@ class EventStore:
         schema = check_schema(snapshot_schema)
         if low != 1:
             raise InvalidInputError("from_version", "must be 1 when loading from a snapshot")
-        return await load_from_snapshot(self._backend, self._decoder, aggregate_id, schema, high)
+        state_type = check_struct_type(state_type, "state_type")
+        return await load_from_snapshot(
+            self._backend, self._decoder, aggregate_id, schema, high, state_type
+        )
 
     @_operation
     async def save_snapshot(
@@ -640,13 +669,16 @@ class EventStore:
         record = await self._backend.get_change_set(aggregate_id, version)
         if record is None:
             raise ChangeSetNotFoundError(aggregate_id, version)
-        if record.pointer is None:
-            for event in self._codec.decode_events(record.payload or b""):
-                yield event
-            return
-        async with aclosing(self._reader.iter_events(record.pointer)) as events:
-            async for event in events:
-                yield event
+        try:
+            if record.pointer is None:
+                for event in self._codec.decode_events(record.payload or b""):
+                    yield event
+                return
+            async with aclosing(self._reader.iter_events(record.pointer)) as events:
+                async for event in events:
+                    yield event
+        except UndecodableEventError as exc:
+            raise exc.located(aggregate_id, version) from exc
 
     @_operation
     async def load_many(
@@ -699,6 +731,7 @@ class EventStore:
         aggregate_types: Iterable[str] | None = None,
         event_types: Iterable[str] | None = None,
         mode: Literal["exclusive", "shared"] = "exclusive",
+        on_undecodable: Literal["raise", "raw"] = "raise",
     ) -> Subscription | GroupSubscription:
         """A catch-up subscription to the global feed (needs ``feed_shards > 0``).
 
@@ -723,6 +756,15 @@ class EventStore:
         ``shards / members`` of them (``sub.shards``), with a lease and a checkpoint
         per shard. A name keeps its mode: the other one is refused.
 
+        A change set that cannot be decoded (an event of a registered type whose body
+        no longer fits it, an offloaded object missing or damaged) ends the iteration
+        with :class:`IntegrityError` by default (``on_undecodable="raise"``), and again
+        at the same place after every restart. With ``on_undecodable="raw"`` it is
+        delivered instead, each event that does not decode as a :class:`RawEvent` with
+        its ``error``; a payload that cannot be read at all as one ``RawEvent(type="",
+        data=None, version=0, error=...)``: the consumer decides, and its checkpoint
+        moves past it.
+
         Raises:
             InvalidInputError: a bad argument (``max_poll_interval`` below
                 ``poll_interval`` included), or the feed is off.
@@ -745,6 +787,7 @@ class EventStore:
                 check_type_names(aggregate_types, "aggregate_types"),
                 check_type_names(event_types, "event_types"),
             ),
+            on_undecodable=check_on_undecodable(on_undecodable),
         )
         if not settings.shards:
             raise InvalidInputError("feed_shards", "is 0: the global feed is off for this store")
@@ -787,13 +830,27 @@ class EventStore:
             )
 
     @_operation
-    async def get_view(self, view: str, key: str) -> Any | None:
-        """A read-model document written by ``Subscription.project``, or None."""
+    async def get_view(
+        self, view: str, key: str, *, type: type[msgspec.Struct] | None = None
+    ) -> Any | None:
+        """A read-model document written by ``Subscription.project``, or None.
+
+        With ``type``, the document decodes as that Struct type (through its
+        registration when it has one); without, as registered types do: a document of
+        an unregistered type is a :class:`RawEvent`, a mapping a dict.
+
+        Raises:
+            InvalidInputError: a bad view name, key or type.
+            IntegrityError: the document does not decode as its type.
+        """
         self._require_open()
         partition = view_partition(check_view_name(view), check_view_key(key))
+        doc_type = check_struct_type(type, "type")
         record = await self._backend.get(partition, 0)
         if not isinstance(record, ViewRecord):
             return None
+        if doc_type is not None:
+            return self._codec.decode_as(record.document, doc_type)
         return self._codec.decode_events(record.document)[0]
 
     @_operation

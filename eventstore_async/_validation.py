@@ -22,6 +22,7 @@ __all__ = [
     "check_events",
     "check_expected_version",
     "check_metadata",
+    "check_on_undecodable",
     "check_seconds",
     "check_start",
     "check_version",
@@ -156,6 +157,12 @@ def check_start(start: Any) -> Literal["beginning", "end"]:
     if start not in ("beginning", "end"):
         raise InvalidInputError("start", "must be 'beginning' or 'end'")
     return start  # type: ignore[no-any-return]
+
+
+def check_on_undecodable(value: Any) -> Literal["raise", "raw"]:
+    if value not in ("raise", "raw"):
+        raise InvalidInputError("on_undecodable", f'must be "raise" or "raw", not {value!r}')
+    return value  # type: ignore[no-any-return]
 
 
 def check_seconds(value: Any, argument: str, low: float, high: float) -> float:

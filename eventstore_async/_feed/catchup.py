@@ -63,6 +63,8 @@ class ReaderSettings:
     poll_max: float
     outage: OutageBackoff
     filter: FeedFilter
+    #: Deliver a change set that does not decode (``on_undecodable="raw"``).
+    lenient: bool = False
 
 
 class FeedReader:
@@ -142,7 +144,7 @@ class FeedReader:
             return []
         found = await self._backend.get_many([(e.aggregate_id, e.version) for e, _ in kept])
         stored = [_change_set(e, f) for (e, _), f in zip(kept, found, strict=True)]
-        change_sets = await self._decoder.change_sets(stored)
+        change_sets = await self._decoder.change_sets(stored, lenient=self._settings.lenient)
         matches: Callable[[ChangeSet], bool] = self._settings.filter.by_change_set
         return [
             (entry, change_set)

@@ -126,7 +126,13 @@ class GroupSubscription:
         self._reader = FeedReader(
             backend,
             decoder,
-            ReaderSettings(settings.poll_min, settings.poll_max, settings.outage, settings.filter),
+            ReaderSettings(
+                settings.poll_min,
+                settings.poll_max,
+                settings.outage,
+                settings.filter,
+                lenient=settings.on_undecodable == "raw",
+            ),
         )
         self._held: dict[int, _Held] = {}
         self._last: tuple[_Held, int] | None = None

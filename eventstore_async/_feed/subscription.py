@@ -102,6 +102,8 @@ class SubscriptionSettings:
     filter: FeedFilter = field(default_factory=FeedFilter)
     #: The table's name, for the ``eventstore.project`` span.
     table: str = ""
+    #: "raw": deliver a change set that does not decode, its events as RawEvent.
+    on_undecodable: Literal["raise", "raw"] = "raise"
 
     def __post_init__(self) -> None:
         if self.poll_max < self.poll_min:
@@ -492,7 +494,13 @@ class Subscription:
         reader = FeedReader(
             self._backend,
             self._decoder,
-            ReaderSettings(settings.poll_min, settings.poll_max, settings.outage, settings.filter),
+            ReaderSettings(
+                settings.poll_min,
+                settings.poll_max,
+                settings.outage,
+                settings.filter,
+                lenient=settings.on_undecodable == "raw",
+            ),
         )
         try:
             await reader.run(send, dict(enumerate(positions)))

@@ -33,7 +33,7 @@ import anyio
 from .._backends.protocol import ObjectStore
 from .._capacity import note_offload
 from .._closing import WriteGate
-from .._codec import FORMAT_FRAMED, FRAME_HEADER_BYTES, EventCodec, FrameDecoder
+from .._codec import FORMAT_FRAMED_VERSIONED, FRAME_HEADER_BYTES, EventCodec, FrameDecoder
 from .._config import DYNAMODB_ITEM_LIMIT, StoreConfig
 from .._errors import (
     UPLOAD_TOO_SLOW,
@@ -86,16 +86,22 @@ class PayloadMissingError(IntegrityError):
 
 
 class _Frames:
-    """Appends events as frames, counting them and hashing their envelopes."""
+    """Appends events as frames, counting them and hashing their envelopes.
 
-    def __init__(self, codec: EventCodec) -> None:
+    ``header`` is the payload's first byte (``EventCodec.framed_header``): whether the
+    frames carry versions.
+    """
+
+    def __init__(self, codec: EventCodec, header: bytes) -> None:
         self._codec = codec
+        self.header = header
+        self._versioned = header[0] == FORMAT_FRAMED_VERSIONED
         self._digest = hashlib.sha256()
         self.count = 0
 
     def add(self, buffer: bytearray, event: Any) -> None:
         start = len(buffer) + FRAME_HEADER_BYTES
-        self._codec.append_frame(buffer, self.count, event)
+        self._codec.append_frame(buffer, self.count, event, versioned=self._versioned)
         with memoryview(buffer) as view:
             self._digest.update(view[start:])
         self.count += 1
@@ -112,9 +118,9 @@ _ARRAY_HEADERS = {0xDC: 3, 0xDD: 5}
 
 
 def array_digest(payload: bytes) -> str:
-    """The digest of an inline (``0x01``) payload's events: SHA-256 of their envelopes,
-    as :class:`_Frames` hashes a framed payload's, so the same events have the same
-    digest in either format."""
+    """The digest of an inline (``0x01``, ``0x03``) payload's events: SHA-256 of their
+    envelopes, as :class:`_Frames` hashes a framed payload's, so the same events have
+    the same digest in either layout."""
     with memoryview(payload) as view:
         body = view[1:]
         start = _ARRAY_HEADERS.get(body[0], 1)
@@ -164,14 +170,14 @@ class Offloader:
         if len(payload) <= self._threshold:
             return EncodedPayload(events, len(events), payload, None, array_digest(payload))
         self._require_bucket(len(payload))
-        frames = _Frames(self._codec)
+        frames = _Frames(self._codec, self._codec.framed_header(events))
         pointer = await self._upload(aggregate_id, self._frames(events, frames))
         return EncodedPayload(events, len(events), None, pointer, frames.digest())
 
     async def _encode_stream(self, aggregate_id: str, events: AsyncIterator[Any]) -> EncodedPayload:
-        buffer = bytearray((FORMAT_FRAMED,))
+        frames = _Frames(self._codec, self._codec.framed_header())
+        buffer = bytearray(frames.header)
         kept: list[Any] = []
-        frames = _Frames(self._codec)
         async for event in events:
             frames.add(buffer, event)
             kept.append(event)
@@ -194,7 +200,7 @@ class Offloader:
             )
 
     async def _frames(self, events: tuple[Any, ...], frames: _Frames) -> AsyncIterator[bytes]:
-        buffer = bytearray((FORMAT_FRAMED,))
+        buffer = bytearray(frames.header)
         for event in events:
             frames.add(buffer, event)
             if len(buffer) >= _CHUNK:

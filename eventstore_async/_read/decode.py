@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import anyio
+import msgspec
 
-from .._codec import EventCodec
-from .._models import AggregateHead, ChangeSet, Snapshot
+from .._codec import EventCodec, UndecodableEventError
+from .._errors import IntegrityError
+from .._models import AggregateHead, ChangeSet, RawEvent, Snapshot
 from .._offload.payload import PayloadReader
 from .._records import ChangeSetRecord, HeadRecord, SnapshotRecord
 from .._timeutil import from_us
@@ -35,12 +38,27 @@ class ChangeSetDecoder:
         self._reader = reader
         self._limiter = anyio.CapacityLimiter(fetch_concurrency)
 
-    async def snapshot(self, record: SnapshotRecord) -> Snapshot:
+    async def snapshot(
+        self, record: SnapshotRecord, state_type: type[msgspec.Struct] | None = None
+    ) -> Snapshot:
+        """The snapshot, its state decoded as ``state_type`` when given, else as
+        registered (unregistered types load as :class:`RawEvent`).
+
+        Raises:
+            IntegrityError: the state does not decode (naming the snapshot), or its
+                offloaded object is missing or damaged.
+        """
         payload = record.payload
         if record.pointer is not None:
             async with self._limiter:
                 payload = await self._reader.fetch(record.pointer)
-        (state,) = self._codec.decode_events(payload or b"")
+        try:
+            if state_type is not None:
+                state = self._codec.decode_as(payload or b"", state_type)
+            else:
+                (state,) = self._codec.decode_events(payload or b"")
+        except UndecodableEventError as exc:
+            raise exc.located(record.aggregate_id, record.version) from exc
         return Snapshot(
             aggregate_id=record.aggregate_id,
             version=record.version,
@@ -49,7 +67,15 @@ class ChangeSetDecoder:
             timestamp=from_us(record.timestamp_us),
         )
 
-    async def change_set(self, record: ChangeSetRecord) -> ChangeSet:
+    async def change_set(self, record: ChangeSetRecord, *, lenient: bool = False) -> ChangeSet:
+        """The change set; with ``lenient``, one that cannot be read whole comes back with
+        what could not be decoded as :class:`RawEvent` carrying the ``error`` (see
+        :meth:`_unreadable`) instead of raising :class:`IntegrityError`."""
+        if lenient:
+            try:
+                return await self.change_set(record)
+            except IntegrityError as exc:
+                return await self._unreadable(record, exc)
         if record.pointer is None:
             assert record.payload is not None
             return self._build(record, record.payload)
@@ -57,16 +83,45 @@ class ChangeSetDecoder:
             payload = await self._reader.fetch(record.pointer)
         return self._build(record, payload)
 
-    async def change_sets(self, records: Sequence[ChangeSetRecord]) -> list[ChangeSet]:
-        """Decode in order; offloaded payloads are fetched concurrently (bounded)."""
-        if all(record.pointer is None for record in records):
+    async def _unreadable(self, record: ChangeSetRecord, error: IntegrityError) -> ChangeSet:
+        """A change set that failed to decode, as well as it can be read: its events with
+        the undecodable ones raw; or, when the payload itself cannot be read (object
+        missing or damaged, malformed bytes), one ``RawEvent(type="", data=None,
+        version=0, error=...)``."""
+        events: tuple[Any, ...] = (RawEvent(type="", data=None, version=0, error=str(error)),)
+        metadata: dict[str, Any] = {}
+        if isinstance(error, UndecodableEventError):  # the payload reads: decode it leniently
+            payload = record.payload
+            if record.pointer is not None:
+                async with self._limiter:
+                    payload = await self._reader.fetch(record.pointer)
+            events = self._codec.decode_events(payload or b"", lenient=True)
+            metadata = self._codec.decode_metadata(record.metadata)
+        return ChangeSet(
+            aggregate_id=record.aggregate_id,
+            version=record.version,
+            commit_id=record.commit_id,
+            timestamp=from_us(record.timestamp_us),
+            events=events,
+            metadata=metadata,
+            event_count=record.event_count,
+        )
+
+    async def change_sets(
+        self, records: Sequence[ChangeSetRecord], *, lenient: bool = False
+    ) -> list[ChangeSet]:
+        """Decode in order; offloaded payloads are fetched concurrently (bounded).
+
+        With ``lenient``, see :meth:`change_set`.
+        """
+        if not lenient and all(record.pointer is None for record in records):
             return [self._build(record, record.payload or b"") for record in records]
         decoded: list[ChangeSet | None] = [None] * len(records)
         failures: list[Exception] = []
 
         async def decode(index: int, record: ChangeSetRecord, scope: anyio.CancelScope) -> None:
             try:
-                decoded[index] = await self.change_set(record)
+                decoded[index] = await self.change_set(record, lenient=lenient)
             except Exception as exc:  # the first failure stops the others and is raised as is
                 failures.append(exc)
                 scope.cancel()
@@ -79,12 +134,16 @@ class ChangeSetDecoder:
         return [change_set for change_set in decoded if change_set is not None]
 
     def _build(self, record: ChangeSetRecord, payload: bytes) -> ChangeSet:
+        try:
+            events = self._codec.decode_events(payload)
+        except UndecodableEventError as exc:
+            raise exc.located(record.aggregate_id, record.version) from exc
         return ChangeSet(
             aggregate_id=record.aggregate_id,
             version=record.version,
             commit_id=record.commit_id,
             timestamp=from_us(record.timestamp_us),
-            events=self._codec.decode_events(payload),
+            events=events,
             metadata=self._codec.decode_metadata(record.metadata),
             event_count=record.event_count,
         )

@@ -12,6 +12,8 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from decimal import Decimal
 
+import msgspec
+
 from .._backends.protocol import Backend
 from .._errors import AggregateNotFoundError, IntegrityError
 from .._models import AggregateHistory, ChangeSet, Snapshot
@@ -53,7 +55,12 @@ SNAPSHOT_READS = 3
 
 
 async def load_from_snapshot(
-    backend: Backend, decoder: ChangeSetDecoder, aggregate_id: str, schema: str, high: int | None
+    backend: Backend,
+    decoder: ChangeSetDecoder,
+    aggregate_id: str,
+    schema: str,
+    high: int | None,
+    state_type: type[msgspec.Struct] | None = None,
 ) -> AggregateHistory:
     """The newest snapshot of ``schema`` (at or before ``high``) and the change sets
     after it: a GetItem of the head, then one Query from the snapshot on.
@@ -71,7 +78,7 @@ async def load_from_snapshot(
             return await _history(decoder, found, None)
         _raise_if_still_missing(aggregate_id, found.snapshot, missing)
         try:
-            snapshot = await decoder.snapshot(found.snapshot)
+            snapshot = await decoder.snapshot(found.snapshot, state_type)
         except PayloadMissingError as gone:  # evicted or overwritten since the read
             missing = gone
             continue

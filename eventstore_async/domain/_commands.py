@@ -45,7 +45,8 @@ class Commands:
         known = self._repositories.get(id(checked))
         if known is not None and known[0] is checked:
             return known[1]
-        self._store.register(*checked.state_types())
+        for state_type in checked.state_types():  # a registration of the user's stands
+            self._store._codec.register_if_absent(state_type)
         repository = Repository(self._store, checked, self._turns)
         self._repositories[id(checked)] = (checked, repository)
         return repository

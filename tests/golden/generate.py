@@ -1,10 +1,17 @@
 """Write the golden files of the current storage format: ``python -m tests.golden.generate``.
 
-Writes ``tests/golden/<CURRENT>/``: ``items.json`` (every item kind, as DynamoDB's JSON
-sends it, blobs in base64) and ``objects/`` (the S3 objects the offloaded items point
-to). Deterministic: fixed ids, timestamps and object keys (``cases.py``), so running it
-again on unchanged code rewrites the same bytes. Directories of earlier formats are
-never rewritten: they are what older releases stored, and must stay readable forever.
+Writes ``tests/golden/<CURRENT>/`` (or the directory named as the argument):
+``items.json`` (every item kind, as DynamoDB's JSON sends it, blobs in base64) and
+``objects/`` (the S3 objects the offloaded items point to). Deterministic: fixed ids,
+timestamps and object keys (``cases.py``), so running it again on unchanged code
+rewrites the same bytes. Directories of earlier formats are
+not to be rewritten: they are what older releases stored, and must stay readable
+forever. (This release still writes ``envelope-1`` byte for byte while no type is
+registered above version 1: ``python -m tests.golden.generate envelope-1`` leaves the
+objects unchanged.)
+
+- ``envelope-1``: formats 0x01 and 0x02, ``[type_name, body]`` envelopes;
+- ``envelope-2``: formats 0x03 and 0x04, ``[type_name, version, body]`` envelopes.
 """
 
 from __future__ import annotations
@@ -20,21 +27,22 @@ from typing import Any
 import msgspec
 
 from eventstore_async._backends.aws.items import record_to_item
-from eventstore_async._codec import FORMAT_FRAMED, EventCodec
+from eventstore_async._codec import FORMAT_FRAMED_VERSIONED, EventCodec
 from eventstore_async._offload.payload import _compressed
 from eventstore_async._records import ChangeSetRecord, ObjectPointer, SnapshotRecord, ViewRecord
 
 from . import cases
 
 #: The directory this release writes (one per envelope layout).
-CURRENT = "envelope-1"
+CURRENT = "envelope-2"
 ROOT = Path(__file__).parent
 
 
 def framed(codec: EventCodec, events: tuple[Any, ...]) -> bytes:
-    buffer = bytearray((FORMAT_FRAMED,))
+    buffer = bytearray(codec.framed_header(events))
+    versioned = buffer[0] == FORMAT_FRAMED_VERSIONED
     for index, event in enumerate(events):
-        codec.append_frame(buffer, index, event)
+        codec.append_frame(buffer, index, event, versioned=versioned)
     return bytes(buffer)
 
 
@@ -52,21 +60,20 @@ def pointer_to(key: str, body: bytes, compression: str | None) -> ObjectPointer:
     return ObjectPointer(key, len(body), hashlib.sha256(body).hexdigest(), compression)
 
 
-def build(codec: EventCodec) -> tuple[dict[str, Any], dict[str, bytes]]:
+def build(codec: EventCodec, fmt: str) -> tuple[dict[str, Any], dict[str, bytes]]:
     """The records with their bytes filled in, and the objects by key."""
-    records = dict(cases.RECORDS)
+    records = cases.records(fmt)
+    events = cases.WRITTEN[fmt]
     metadata = codec.encode_metadata(cases.METADATA)
-    plain = framed(codec, cases.EVENTS)
+    plain = framed(codec, events)
     packed = zlib_object(plain)
     state = zlib_object(framed(codec, (cases.STATE,)))
     objects = {cases.PLAIN_KEY: plain, cases.ZLIB_KEY: packed, cases.SNAPSHOT_KEY: state}
     fill = msgspec.structs.replace
-    records["change-set-0x01-inline"] = fill(
-        records["change-set-0x01-inline"],
-        payload=codec.encode_events(cases.EVENTS),
-        metadata=metadata,
+    records["change-set-inline"] = fill(
+        records["change-set-inline"], payload=codec.encode_events(events), metadata=metadata
     )
-    records["change-set-0x02-inline"] = fill(records["change-set-0x02-inline"], payload=plain)
+    records["change-set-inline-framed"] = fill(records["change-set-inline-framed"], payload=plain)
     for name, key, body in (
         ("change-set-offloaded", cases.PLAIN_KEY, plain),
         ("change-set-offloaded-zlib", cases.ZLIB_KEY, packed),
@@ -103,9 +110,10 @@ def wire_item(record: Any) -> dict[str, Any]:
 
 
 def main() -> None:
-    codec = EventCodec(*cases.TYPES)
-    records, objects = build(codec)
-    target = ROOT / CURRENT
+    fmt = sys.argv[1] if len(sys.argv) > 1 else CURRENT
+    codec = EventCodec(*cases.WRITER_TYPES[fmt])
+    records, objects = build(codec, fmt)
+    target = ROOT / fmt
     (target / "objects").mkdir(parents=True, exist_ok=True)
     items = [{"name": name, "item": wire_item(record)} for name, record in records.items()]
     text = json.dumps(items, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
