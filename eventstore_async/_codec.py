@@ -249,12 +249,16 @@ class EventCodec:
 
     def _check_decodes(self, index: int, name: str, version: int, body: Any) -> None:
         """A Struct's constructor does not check field types; an event that would not
-        decode back to its registered type would make the aggregate unloadable."""
+        decode back to its type would make the aggregate unloadable once registered."""
         current = self._types.current.get(name)
-        if current is None or current[0] != version:
+        if current is not None and current[0] == version:
+            decoder = current[1]
+        elif current is None and isinstance(body, msgspec.Struct):  # not registered (yet)
+            decoder = self._explicit_decoder(type(body))
+        else:
             return
         try:
-            current[1].decode(self._encoder.encode(body))
+            decoder.decode(self._encoder.encode(body))
         except _DECODE_ERRORS as exc:
             raise InvalidInputError(
                 f"events[{index}]", f"does not match its type {name!r}: {exc}"
@@ -388,6 +392,8 @@ class EventCodec:
     def _decode_envelope(
         self, name: str | None, version: int, raw: msgspec.Raw, lenient: bool
     ) -> Any:
+        if version < 1:
+            raise IntegrityError(f"malformed change set payload: event version {version}")
         if name is None:
             return self._plain(raw)
         entry = self._types.get(name)
@@ -450,13 +456,16 @@ class EventCodec:
                 return RawEvent(type=label, data=self._plain(raw), version=version)
             stored = name if name is not None else entry.name
             return self._decode_registered(entry, stored, version, raw, lenient=False)
+        try:
+            return self._explicit_decoder(cls).decode(raw)
+        except _DECODE_ERRORS as exc:
+            raise UndecodableEventError(label, version, str(exc)) from exc
+
+    def _explicit_decoder(self, cls: type[msgspec.Struct]) -> msgspec.msgpack.Decoder[Any]:
         decoder = self._explicit.get(cls)
         if decoder is None:
             decoder = self._explicit[cls] = msgspec.msgpack.Decoder(cls)
-        try:
-            return decoder.decode(raw)
-        except _DECODE_ERRORS as exc:
-            raise UndecodableEventError(label, version, str(exc)) from exc
+        return decoder
 
     def _envelopes_of(self, payload: bytes) -> list[tuple[str | None, int, msgspec.Raw]]:
         first = payload[0] if payload else -1

@@ -74,7 +74,9 @@ class ChangeSet(msgspec.Struct, frozen=True, kw_only=True):
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     #: How many events the change set holds. Equal to ``len(events)`` except for the
     #: change set returned by an append from an iterator, whose events were streamed
-    #: and not kept (``events == ()``).
+    #: and not kept (``events == ()``), and for one a subscription with
+    #: ``on_undecodable="raw"`` delivers whose payload could not be read (``events`` is
+    #: then one ``RawEvent`` saying why).
     event_count: int = -1
 
     def __post_init__(self) -> None:

@@ -148,7 +148,7 @@ async def test_views_and_snapshots_decode_the_same_in_a_fresh_store(
     async with writer.subscribe("carts-view") as subscription:
         await anext(aiter(subscription))
         await subscription.project("carts", put={"cart-1": Cart(lines=1)})
-    fresh = await make_store(types=())
+    fresh = await make_store(types=(), feed_shards=1)
     for store in (writer, fresh):
         assert await store.get_view("carts", "cart-1") == RawEvent(
             "Cart", {"type": "Cart", "lines": 1}
@@ -343,3 +343,15 @@ def test_every_stored_version_upcasts_to_the_current_one(cents: int, sku: str, s
     payload = EventCodec().encode_events([RawEvent("PriceSet", bodies_by_version[stored], stored)])
     expected = PriceSet(product=sku, amount=cents, currency="EUR")
     assert EventCodec(PRICE_V3).decode_events(payload) == (expected,)
+
+
+def test_a_struct_that_would_not_decode_back_is_refused_even_unregistered() -> None:
+    """Registering its type later must not make the aggregate unloadable."""
+    with pytest.raises(InvalidInputError, match=r"events\[0\]"):
+        EventCodec().encode_events([PriceSetV1(sku="a", cents="250")])  # type: ignore[arg-type]
+
+
+def test_a_stored_version_below_1_is_malformed() -> None:
+    payload = bytes((FORMAT_MSGPACK_VERSIONED,)) + msgspec.msgpack.encode([["PriceSet", 0, {}]])
+    with pytest.raises(IntegrityError, match="version 0"):
+        EventCodec(PRICE_V3).decode_events(payload)

@@ -32,17 +32,19 @@ from eventstore_async._records import (
     CheckpointRecord,
     FeedCounterRecord,
     FeedEntryRecord,
+    FeedShapeRecord,
     ObjectPointer,
     SnapshotRecord,
     ViewRecord,
 )
 
+from .chaos.checker import count_events
 from .conftest import remote_config
 from .golden import cases
 
 GOLDEN = Path(__file__).parent / "golden"
 FORMATS = sorted(path.name for path in GOLDEN.iterdir() if (path / "items.json").exists())
-SYSTEM = (FeedCounterRecord, FeedEntryRecord, CheckpointRecord, ViewRecord)
+SYSTEM = (FeedCounterRecord, FeedEntryRecord, FeedShapeRecord, CheckpointRecord, ViewRecord)
 #: The payload format bytes each directory holds (array, framed).
 FIRST_BYTES = {"envelope-1": (0x01, 0x02), "envelope-2": (0x03, 0x04)}
 
@@ -83,8 +85,10 @@ def test_every_item_kind_and_format_is_present() -> None:
         assert set(wire_items(fmt)) == set(cases.records(fmt))
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
-@pytest.mark.parametrize("name", sorted(cases.records("envelope-1")))
+ITEMS = [(fmt, name) for fmt in FORMATS for name in sorted(cases.records(fmt))]
+
+
+@pytest.mark.parametrize(("fmt", "name"), ITEMS)
 def test_items_read_to_their_records(fmt: str, name: str) -> None:
     item = wire_items(fmt)[name]
     record = parsed(item)
@@ -119,6 +123,7 @@ async def test_change_set_payloads_decode(fmt: str, name: str) -> None:
     assert EventCodec().decode_events(payload) == cases.READ_UNREGISTERED[fmt]
     if record.metadata is not None:
         assert EventCodec().decode_metadata(record.metadata) == cases.METADATA
+    assert count_events(payload) == record.event_count  # the chaos checker's own reading
 
 
 @pytest.mark.anyio

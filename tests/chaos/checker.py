@@ -27,7 +27,7 @@ Invariants checked against the writers' ledger (:class:`Expectations`):
    an append failing with a non-transient error (not ``StorageUnavailableError``) under
    transient faults misleads its caller;
 6. a change set holds its payload inline or an S3 pointer, never both nor neither; a
-   payload decodes (format 0x01 or 0x02, see :func:`count_events`) to event_count events;
+   payload decodes (format 0x01 to 0x04, see :func:`count_events`) to event_count events;
 7. commit markers point at a stored change set with their commit id, and every
    acknowledged ANY append has its marker;
 8. when S3 pointers exist: each pointer's object exists with the recorded size and
@@ -55,6 +55,9 @@ __all__ = ["CheckReport", "Expectations", "Shard", "check"]
 
 FORMAT_MSGPACK = 0x01
 FORMAT_FRAMED = 0x02
+#: The same layouts with [type_name, version, body] envelopes.
+FORMAT_MSGPACK_VERSIONED = 0x03
+FORMAT_FRAMED_VERSIONED = 0x04
 #: Partition keys of the store's system items (feed, subscriptions, views) start with it.
 SYSTEM_PREFIX = "\x1f"
 #: Resolutions of an unknown outcome that leave it unknown.
@@ -63,6 +66,8 @@ UNSETTLED = ("abandoned", "unresolved", "refused")
 TRANSIENT = ("StorageUnavailableError", "CommitOutcomeUnknownError")
 _ENVELOPE = msgspec.msgpack.Decoder(tuple[str | None, msgspec.Raw])
 _ENVELOPES = msgspec.msgpack.Decoder(list[tuple[str | None, msgspec.Raw]])
+_VERSIONED = msgspec.msgpack.Decoder(tuple[str | None, int, msgspec.Raw])
+_VERSIONED_LIST = msgspec.msgpack.Decoder(list[tuple[str | None, int, msgspec.Raw]])
 
 
 @dataclass(frozen=True, slots=True)
@@ -265,18 +270,22 @@ def _check_payload(where: str, payload: bytes, event_count: int, report: CheckRe
 
 def count_events(payload: bytes) -> int:
     """Events in a payload (README "Schema"): 0x01 + one MessagePack array of envelopes,
-    or 0x02 + envelopes each preceded by its 4-byte big-endian length.
+    or 0x02 + envelopes each preceded by its 4-byte big-endian length; 0x03 and 0x04 the
+    same with versioned envelopes.
 
     Raises:
         ValueError: unknown format byte, or bytes that do not decode.
     """
-    if payload[:1] == bytes((FORMAT_MSGPACK,)):
+    first = payload[0] if payload else -1
+    if first in (FORMAT_MSGPACK, FORMAT_MSGPACK_VERSIONED):
+        decoder = _ENVELOPES if first == FORMAT_MSGPACK else _VERSIONED_LIST
         try:
-            return len(_ENVELOPES.decode(payload[1:]))
+            return len(decoder.decode(payload[1:]))
         except msgspec.DecodeError as exc:
             raise ValueError(str(exc)) from None
-    if payload[:1] != bytes((FORMAT_FRAMED,)):
+    if first not in (FORMAT_FRAMED, FORMAT_FRAMED_VERSIONED):
         raise ValueError(f"unknown format byte {payload[:1].hex() or 'none'}")
+    envelope = _ENVELOPE if first == FORMAT_FRAMED else _VERSIONED
     count, position = 0, 1
     while position < len(payload):
         length = int.from_bytes(payload[position : position + 4], "big")
@@ -284,7 +293,7 @@ def count_events(payload: bytes) -> int:
         if length == 0 or end > len(payload):
             raise ValueError(f"framed payload is truncated at byte {position}")
         try:
-            _ENVELOPE.decode(payload[position + 4 : end])
+            envelope.decode(payload[position + 4 : end])
         except msgspec.DecodeError as exc:
             raise ValueError(f"frame {count}: {exc}") from None
         count, position = count + 1, end

@@ -18,6 +18,7 @@ from eventstore_async._records import (
     CheckpointRecord,
     FeedCounterRecord,
     FeedEntryRecord,
+    FeedShapeRecord,
     HeadRecord,
     MarkerRecord,
     ObjectPointer,
@@ -155,7 +156,8 @@ def records(fmt: str) -> dict[str, Any]:
     """Every record of directory ``fmt``, by the name of its golden item; payloads,
     metadata and documents are ``None`` / ``b""`` here and checked by decoding them."""
     count = len(WRITTEN[fmt])
-    return {
+    added = {"feed-shape": FeedShapeRecord(shards=4)} if fmt != "envelope-1" else {}
+    return added | {
         "head": HeadRecord(
             aggregate_id=AGGREGATE,
             aggregate_type="Cart",
