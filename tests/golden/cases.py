@@ -156,7 +156,10 @@ def records(fmt: str) -> dict[str, Any]:
     """Every record of directory ``fmt``, by the name of its golden item; payloads,
     metadata and documents are ``None`` / ``b""`` here and checked by decoding them."""
     count = len(WRITTEN[fmt])
-    added = {"feed-shape": FeedShapeRecord(shards=4)} if fmt != "envelope-1" else {}
+    later = fmt != "envelope-1"  # items and attributes added since envelope-1
+    added = {"feed-shape": FeedShapeRecord(shards=4)} if later else {}
+    types = ("Labelled", "golden.ItemAdded", "golden.Later", "golden.Priced", "golden.Unknown")
+    entry_types: dict[str, Any] = {"aggregate_type": "Cart", "event_types": types} if later else {}
     return added | {
         "head": HeadRecord(
             aggregate_id=AGGREGATE,
@@ -207,6 +210,7 @@ def records(fmt: str) -> dict[str, Any]:
             commit_id="commit-4",
             timestamp_us=T0 + 4,
             event_count=count,
+            **entry_types,
         ),
         "checkpoint": CheckpointRecord(
             name="cart-view",
