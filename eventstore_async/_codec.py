@@ -152,16 +152,25 @@ class EventCodec:
     def register(
         self,
         cls: type[msgspec.Struct],
-        *,
+        /,
+        *more: type[msgspec.Struct],
         version: int = 1,
         upcasters: Mapping[int, Upcaster] | None = None,
         aliases: Iterable[str] = (),
     ) -> None:
-        """Make events of ``cls`` (and of its older names) decode back to it.
+        """Make events of ``cls`` (and of its older names) decode back to it; with
+        ``more`` types, each at version 1.
 
         Raises:
             InvalidInputError: see :meth:`EventStore.register`.
         """
+        if more:
+            if version != 1 or upcasters is not None or aliases != ():
+                raise InvalidInputError(
+                    "types", "a version, upcasters or aliases go with one type at a time"
+                )
+            self.register_all((cls, *more))
+            return
         checked = aliases if isinstance(aliases, str) else tuple(aliases)
         self._types.add(EventType(cls, version, upcasters, checked))  # type: ignore[arg-type]
 

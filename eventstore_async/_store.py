@@ -212,7 +212,8 @@ class EventStore:
     def register(
         self,
         cls: type[msgspec.Struct],
-        *,
+        /,
+        *more: type[msgspec.Struct],
         version: int = 1,
         upcasters: Mapping[int, Upcaster] | None = None,
         aliases: Iterable[str] = (),
@@ -226,14 +227,16 @@ class EventStore:
         decode as ``cls`` through the same chain. Events of types never registered, of
         a newer version than registered, or whose upcaster fails load as
         :class:`RawEvent`. Appending a type does not register it. Registering ``cls``
-        again replaces its registration.
+        again replaces its registration. ``register(A, B, ...)`` registers several
+        types at version 1 (as before versions existed).
 
         Raises:
-            InvalidInputError: not a Struct type; ``version`` not an int >= 1;
+            InvalidInputError: not a Struct type; several types with a version,
+                upcasters or aliases; ``version`` not an int >= 1;
                 ``upcasters`` missing a step from 1 to ``version`` (or with other keys);
                 the type's name or an alias already belonging to another type.
         """
-        self._codec.register(cls, version=version, upcasters=upcasters, aliases=aliases)
+        self._codec.register(cls, *more, version=version, upcasters=upcasters, aliases=aliases)
 
     # -- lifecycle ----------------------------------------------------------------------
 

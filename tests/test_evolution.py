@@ -355,3 +355,10 @@ def test_a_stored_version_below_1_is_malformed() -> None:
     payload = bytes((FORMAT_MSGPACK_VERSIONED,)) + msgspec.msgpack.encode([["PriceSet", 0, {}]])
     with pytest.raises(IntegrityError, match="version 0"):
         EventCodec(PRICE_V3).decode_events(payload)
+
+
+def test_several_types_register_at_version_1_as_before() -> None:
+    store = EventStore.in_memory()
+    store.register(Basket, PriceSetV1)
+    with pytest.raises(InvalidInputError, match="one type at a time"):
+        store.register(Cart, PriceSet, version=2, upcasters={1: v1_to_v2})
