@@ -20,7 +20,7 @@ from eventstore_async._codec import (
     EventCodec,
 )
 
-from .conftest import StoreFactory
+from .conftest import StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -66,6 +66,8 @@ async def test_v1_events_load_as_v3_everywhere(make_store: StoreFactory) -> None
     await old.append("cart-1", [PriceSetV1(sku="a", cents=250)], expected_version=0)
     big = [PriceSetV1(sku="a", cents=250)] * 200  # over the threshold: offloaded
     await old.append("cart-1", big, expected_version=1)
+    objects = backend_of(old).objects
+    assert [info async for info in objects.list(old.config.key_prefix)]  # it is in S3
 
     new = await make_store(types=(PRICE_V3,), feed_shards=1)
     history = await new.load("cart-1")
@@ -180,7 +182,7 @@ async def _poisoned_feed(make_store: StoreFactory, *, offloaded_gone: bool) -> E
     await writer.append("cart-1", poison, expected_version=0)
     await writer.append("cart-2", [{"fine": True}], expected_version=0)
     if offloaded_gone:
-        objects = writer._backend.objects
+        objects = backend_of(writer).objects
         assert objects is not None
         keys = [info.key async for info in objects.list(writer.config.key_prefix)]
         assert len(keys) == 1
