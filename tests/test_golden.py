@@ -33,6 +33,7 @@ from eventstore_async._records import (
     FeedCounterRecord,
     FeedEntryRecord,
     FeedShapeRecord,
+    MemberRecord,
     ObjectPointer,
     SnapshotRecord,
     ViewRecord,
@@ -44,7 +45,14 @@ from .golden import cases
 
 GOLDEN = Path(__file__).parent / "golden"
 FORMATS = sorted(path.name for path in GOLDEN.iterdir() if (path / "items.json").exists())
-SYSTEM = (FeedCounterRecord, FeedEntryRecord, FeedShapeRecord, CheckpointRecord, ViewRecord)
+SYSTEM = (
+    FeedCounterRecord,
+    FeedEntryRecord,
+    FeedShapeRecord,
+    CheckpointRecord,
+    MemberRecord,
+    ViewRecord,
+)
 #: The payload format bytes each directory holds (array, framed).
 FIRST_BYTES = {"envelope-1": (0x01, 0x02), "envelope-2": (0x03, 0x04)}
 

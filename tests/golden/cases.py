@@ -21,6 +21,7 @@ from eventstore_async._records import (
     FeedShapeRecord,
     HeadRecord,
     MarkerRecord,
+    MemberRecord,
     ObjectPointer,
     SnapshotRecord,
     ViewRecord,
@@ -157,7 +158,10 @@ def records(fmt: str) -> dict[str, Any]:
     metadata and documents are ``None`` / ``b""`` here and checked by decoding them."""
     count = len(WRITTEN[fmt])
     later = fmt != "envelope-1"  # items and attributes added since envelope-1
-    added = {"feed-shape": FeedShapeRecord(shards=4)} if later else {}
+    added: dict[str, Any] = {}
+    if later:
+        added["feed-shape"] = FeedShapeRecord(shards=4)
+        added["group-member"] = MemberRecord(group="cart-group", owner="owner-2", lease_until_us=T0)
     types = ("Labelled", "golden.ItemAdded", "golden.Later", "golden.Priced", "golden.Unknown")
     entry_types: dict[str, Any] = {"aggregate_type": "Cart", "event_types": types} if later else {}
     return added | {
