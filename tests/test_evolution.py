@@ -11,7 +11,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from eventstore_async import EventStore, EventType, IntegrityError, InvalidInputError, RawEvent
+from eventstore_async import (
+    Decider,
+    EventStore,
+    EventType,
+    IntegrityError,
+    InvalidInputError,
+    RawEvent,
+)
 from eventstore_async._codec import (
     FORMAT_FRAMED,
     FORMAT_FRAMED_VERSIONED,
@@ -364,3 +371,15 @@ def test_several_types_register_at_version_1_as_before() -> None:
     store.register(Basket, PriceSetV1)
     with pytest.raises(InvalidInputError, match="one type at a time"):
         store.register(Cart, PriceSet, version=2, upcasters={1: v1_to_v2})
+
+
+async def test_the_command_layer_folds_upcast_events(make_store: StoreFactory) -> None:
+    old = await make_store(types=(PriceSetV1,))
+    await old.append("cart-1", [PriceSetV1(sku="a", cents=250)], expected_version=0)
+    new = await make_store(types=(PRICE_V3,))
+
+    def evolve(state: list[Any], event: Any) -> list[Any]:
+        return [*state, event]
+
+    loaded = await new.repository(Decider(list, evolve)).get("cart-1")
+    assert (loaded.version, loaded.state) == (1, [EXPECTED])
