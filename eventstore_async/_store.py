@@ -409,18 +409,22 @@ class EventStore:
     async def _append_commands(self, appends: Sequence[Append], *, marked: bool) -> list[ChangeSet]:
         """``append_many`` for repositories: with ``marked`` each entry also writes its
         commit marker, so its commit id lands at most once whatever its version. One
-        entry is checked as by ``append`` (its arguments named as given: ``events[2]``)."""
+        entry is checked as by ``append`` (its arguments named as given: ``events[2]``);
+        the feed's shape is checked as by ``append``."""
         self._require_open()
         if len(appends) == 1:
             one = appends[0]
-            header = check_append(
-                self._codec,
-                *(one.aggregate_id, one.events, one.expected_version),
-                *(one.aggregate_type, one.metadata, one.commit_id),
-                marked=marked,
-            )
-            return await self._writer.commit([header], [one.events])
-        headers = check_batch(self._codec, appends, self._config.feed_shards, marked=marked)
+            headers = [
+                check_append(
+                    self._codec,
+                    *(one.aggregate_id, one.events, one.expected_version),
+                    *(one.aggregate_type, one.metadata, one.commit_id),
+                    marked=marked,
+                )
+            ]
+        else:
+            headers = check_batch(self._codec, appends, self._config.feed_shards, marked=marked)
+        await self._shape.check()
         return await self._writer.commit(headers, [append.events for append in appends])
 
     @_operation

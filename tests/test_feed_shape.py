@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from eventstore_async import EventStore, InvalidInputError
+from eventstore_async import Decider, EventStore, InvalidInputError
 from eventstore_async._backends.memory import MemoryBackend
 from eventstore_async._records import FeedShapeRecord, schema_partition
 
@@ -36,6 +36,29 @@ async def test_stores_with_another_shard_count_are_refused(make_store: StoreFact
             assert "records 4 feed shards" in refused.value.problem
             assert await store.head(f"order-{shards}") is None  # nothing was written
     assert await recorded(four) == FeedShapeRecord(shards=4)
+
+
+async def test_commands_with_another_shard_count_are_refused(make_store: StoreFactory) -> None:
+    """A repository's commands and execute_many write change sets (and feed entries) too:
+    on a 0-shard store over a 4-shard table they were stored with no feed entry, so no
+    subscription ever delivered them."""
+    four = await make_store(feed_shards=4)
+    await four.append("order-4", [{"n": 1}], expected_version=0)
+    for shards in (0, 2):
+        async with sibling(four, shards) as store:
+            repository = store.repository(Decider(dict, lambda state, event: state))
+            with pytest.raises(InvalidInputError) as refused:
+                await repository.execute(f"command-{shards}", lambda state: [{"n": 1}])
+            assert refused.value.argument == "feed_shards"
+            with pytest.raises(InvalidInputError) as refused:
+                await store.execute_many(
+                    {f"many-{shards}": lambda state: [{"n": 1}]},
+                    deciders=Decider(dict, lambda state, event: state),
+                    command_id=f"many-{shards}",
+                )
+            assert refused.value.argument == "feed_shards"
+            for aggregate_id in (f"command-{shards}", f"many-{shards}"):
+                assert await store.head(aggregate_id) is None  # nothing was written
 
 
 async def test_create_schema_records_the_count_and_refuses_another(
