@@ -254,7 +254,7 @@ async def test_a_retry_whose_refusal_is_lost_returns_the_stored_change_set() -> 
             )
         backend.commit_faults = ["refused-lost"]
         again = await store.append(
-            "a", big("second"), expected_version=0, commit_id="c-1", metadata={"try": 2}
+            "a", big("first"), expected_version=0, commit_id="c-1", metadata={"try": 2}
         )
 
         assert [again] == await stored(store, "a")
