@@ -245,6 +245,7 @@ async def _holds_a_share(store: EventStore, name: str, owner: str) -> bool:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)  # 40-90 s on a busy 2-core machine: processes and the emulator
 @pytest.mark.parametrize("backend_name", [n for n in backend_names() if n != "memory"])
 async def test_group_of_three_processes_with_a_kill_and_a_joiner(
     backend_name: str, request: pytest.FixtureRequest
