@@ -443,9 +443,6 @@ async def test_closing_a_dynamodb_store_under_a_transaction_is_an_unknown_outcom
     async with listener, anyio.create_task_group() as group:
         group.start_soon(listener.serve, answer_nothing)
         await store.__aenter__()
-        # This server answers nothing, not even the read of the table's feed shard count
-        # that precedes a store's first append: take it as checked.
-        store._shape._checked = True
         async with anyio.create_task_group() as appending:
             appending.start_soon(append)
             await received.wait()

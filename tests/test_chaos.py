@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import boto3
@@ -217,28 +217,6 @@ def test_checker_verifies_s3_pointers(emulator_url: str, shard: tuple[Shard, Any
 # -- bugs the chaos run found ---------------------------------------------------------------
 
 
-def _armed(
-    script: Callable[[ProxyRequest], str | None],
-) -> tuple[Callable[[ProxyRequest], str | None], Callable[[], None]]:
-    """``script``, passing every request through until ``arm()`` is called."""
-    armed = [False]
-
-    def gated(request: ProxyRequest) -> str | None:
-        return script(request) if armed[0] else None
-
-    def arm() -> None:
-        armed[0] = True
-
-    return gated, arm
-
-
-async def _checked_shape(store: EventStore, arm: Callable[[], None]) -> None:
-    """Let the store read the table's feed shard count (which it does before its first
-    append) without faults, then arm them: the scripts count the append's requests."""
-    await store.create_schema()
-    arm()
-
-
 async def _schema(emulator_url: str, config: StoreConfig) -> None:
     async with EventStore(config.replace(endpoint_url=emulator_url)) as store:
         await store.create_schema()
@@ -288,13 +266,11 @@ async def test_landed_append_is_not_reported_failed_when_its_read_back_fails(
         kinds = plan.get(request.operation)
         return kinds.pop(0) if kinds else None
 
-    script, arm = _armed(script)
     async with FaultProxy(emulator_url, script=script) as proxy:
         # Two botocore attempts per request: the transaction's retry meets its own commit.
         config = _config(proxy.url, max_attempts=2)
         await _schema(emulator_url, config)
         async with EventStore(config) as store:
-            await _checked_shape(store, arm)
             try:
                 change_set = await store.append(
                     "order-1", [{"n": 1}], expected_version=0, commit_id="c-1"
@@ -321,12 +297,10 @@ async def test_retry_of_a_landed_append_returns_it_with_request_tokens(emulator_
         done.add(request.operation)
         return kind
 
-    script, arm = _armed(script)
     async with FaultProxy(emulator_url, script=script, emulate_request_tokens=True) as proxy:
         config = _config(proxy.url, max_attempts=1)
         await _schema(emulator_url, config)
         async with EventStore(config) as store:
-            await _checked_shape(store, arm)
             with pytest.raises(CommitOutcomeUnknownError):
                 await store.append("order-1", [{"n": 1}], expected_version=0, commit_id="c-1")
             # The commit landed (reset after forwarding) and the read-back failed.
