@@ -177,6 +177,37 @@ def test_subscriptions_and_replay(sample: dict[str, str]) -> None:
     assert lines(invoke(sample, "subscriptions", "--json"))[0]["positions"] == [0, 0]
 
 
+def test_subscriptions_shows_a_consumer_group_as_one_and_replay_refuses_it(
+    sample: dict[str, str],
+) -> None:
+    """A group's name item (a lease without end) made ``subscriptions`` fail with an
+    OverflowError, and ``replay --force`` would have overwritten it."""
+
+    async def consume_in_a_group(store: EventStore) -> None:
+        async with store.subscribe("orders-group", mode="shared") as group:
+            seen = 0
+            async for _ in group:
+                seen += 1
+                if seen == 5:
+                    await group.checkpoint()
+                    break
+
+    with_store(sample, consume_in_a_group)
+    listed = invoke(sample, "subscriptions", "--json")
+    assert listed.exit_code == 0, listed.output
+    (status,) = lines(listed)
+    assert status["subscription"] == "orders-group"
+    assert len(status["positions"]) == len(status["ends"]) == SAMPLE_SETTINGS["feed_shards"]
+    assert sum(status["positions"]) >= 5
+    assert status["lag_entries"] == sum(status["ends"]) - sum(status["positions"])
+    assert invoke(sample, "subscriptions").exit_code == 0
+    for force in ((), ("--force",)):
+        refused = invoke(sample, "replay", "orders-group", "--to", "start", "--yes", *force)
+        assert refused.exit_code == 2, refused.output
+        assert "consumer group" in refused.stderr
+    assert lines(invoke(sample, "subscriptions", "--json"))[0]["positions"] == status["positions"]
+
+
 def test_replay_is_refused_while_a_consumer_holds_the_lease(sample: dict[str, str]) -> None:
     async def hold(store: EventStore) -> None:
         async with store.subscribe("orders-view", lease_seconds=30) as subscription:

@@ -17,6 +17,7 @@ import anyio
 
 from .._backends.protocol import Backend
 from .._errors import InvalidInputError, SubscriptionBusyError
+from .._feed.groups import SHARED_OWNER, shard_name
 from .._records import (
     CheckpointRecord,
     CheckpointWrite,
@@ -24,9 +25,11 @@ from .._records import (
     CommitRejected,
     FeedCounterRecord,
     FeedEntryRecord,
+    FeedShapeRecord,
     LeaseWrite,
     checkpoint_partition,
     feed_partition,
+    schema_partition,
 )
 from .._timeutil import from_us, now_us
 
@@ -90,14 +93,45 @@ class SubscriptionStatus:
 
 
 async def subscription_statuses(backend: Backend) -> list[SubscriptionStatus]:
-    """Every subscription of the table, by name (a Scan for checkpoint items)."""
-    checkpoints = [
-        record
+    """Every subscription of the table, by name (a Scan for checkpoint items). A consumer
+    group (``mode="shared"``) is one subscription: its positions are its shards'
+    checkpoints, its owner the members holding them."""
+    checkpoints = {
+        record.name: record
         async for page in backend.scan(kind="checkpoint")
         for record in page
         if isinstance(record, CheckpointRecord)
-    ]
-    return [await _status(backend, c) for c in sorted(checkpoints, key=lambda c: c.name)]
+    }
+    groups = [c for c in checkpoints.values() if c.owner == SHARED_OWNER]
+    shards = await _table_shards(backend, checkpoints) if groups else 0
+    for group in groups:
+        parts = [checkpoints.pop(shard_name(group.name, s), None) for s in range(shards)]
+        checkpoints[group.name] = _group_checkpoint(group, parts)
+    return [await _status(backend, c) for _, c in sorted(checkpoints.items())]
+
+
+async def _table_shards(backend: Backend, checkpoints: dict[str, CheckpointRecord]) -> int:
+    """The feed's shard count as the table records it (else the widest checkpoint)."""
+    shape = await backend.get(schema_partition(), 0)
+    if isinstance(shape, FeedShapeRecord):
+        return shape.shards
+    return max((len(c.positions) for c in checkpoints.values()), default=0)
+
+
+def _group_checkpoint(
+    group: CheckpointRecord, parts: list[CheckpointRecord | None]
+) -> CheckpointRecord:
+    """A consumer group seen as one checkpoint: a position per shard (0 for a shard no
+    member saved yet), the lease of its longest-held shard, the owners of live ones."""
+    now = now_us()
+    live = [p for p in parts if p is not None and p.lease_until_us >= now]
+    return CheckpointRecord(
+        name=group.name,
+        positions=tuple(p.positions[0] if p is not None and p.positions else 0 for p in parts),
+        owner=",".join(sorted({p.owner for p in live})),
+        lease_until_us=max((p.lease_until_us for p in live), default=0),
+        seq=group.seq,
+    )
 
 
 async def _status(backend: Backend, checkpoint: CheckpointRecord) -> SubscriptionStatus:
@@ -128,10 +162,17 @@ async def move_checkpoint(
     then fails with ``LeaseLostError``): for a consumer that died holding it.
 
     Raises:
-        InvalidInputError: no such subscription, or not one position per shard.
+        InvalidInputError: no such subscription, a consumer group's name, or not one
+            position per shard.
         SubscriptionBusyError: a consumer holds the lease (and not ``force``).
     """
     checkpoint = await _checkpoint(backend, name)
+    if checkpoint.owner == SHARED_OWNER:
+        raise InvalidInputError(
+            "name",
+            f"{name!r} is a consumer group's (mode='shared'): replay moves an exclusive "
+            "subscription's checkpoint only",
+        )
     positions = await _target(backend, checkpoint, to)
     now = now_us()
     held = checkpoint.lease_until_us >= now
