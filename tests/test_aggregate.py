@@ -64,6 +64,29 @@ async def test_a_failed_command_leaves_the_cached_object_untouched(bank: EventSt
     assert outcome.state.balance == 0
 
 
+async def test_changing_a_returned_object_leaves_the_cached_one_untouched(
+    bank: EventStore,
+) -> None:
+    """``get`` and ``execute`` handed out the cached object itself: a caller that changed
+    it (or tried a method on it) changed what the next command decided on, and an
+    overdraft was stored."""
+
+    class CachedAccount(AccountAggregate):
+        cache_size = 10
+
+    repo = bank.repository(CachedAccount)
+    await repo.execute("acct-1", lambda account: account.open("ada"))
+    outcome = await repo.execute("acct-1", lambda account: account.deposit(10))
+    outcome.state.balance = 1_000
+    loaded = await repo.get("acct-1")
+    assert loaded.state.balance == 10
+    loaded.state.deposit(990)  # a preview on the returned object, never executed
+    with pytest.raises(Refused, match="overdraft"):
+        await repo.execute("acct-1", lambda account: account.withdraw(500))
+    assert (await bank.load("acct-1")).events == [Opened(owner="ada"), Deposited(amount=10)]
+    assert (await repo.get("acct-1")).state.balance == 10
+
+
 async def test_a_command_that_records_nothing_writes_nothing(bank: EventStore) -> None:
     outcome = await bank.repository(AccountAggregate).execute("acct-1", lambda account: None)
     assert (outcome.version, outcome.change_set) == (0, None)

@@ -1,8 +1,14 @@
-"""The per-process state cache of a repository: an LRU of ``(version, state)`` per id."""
+"""The per-process state cache of a repository: an LRU of ``(version, state)`` per id.
+
+States go in and come out through the decider's ``copy_state`` (a deep copy for an
+:class:`Aggregate`, the state itself for a decider's immutable states), so an object a
+caller got from ``get`` or ``execute`` and changed is never what the next command
+decides on."""
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -22,8 +28,9 @@ class Loaded(Generic[S]):
 class StateCache(Generic[S]):
     """At most ``size`` entries, the least recently used evicted first; size 0 keeps none."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, copy: Callable[[S], S] = lambda state: state) -> None:
         self._size = size
+        self._copy = copy
         self._entries: OrderedDict[str, Loaded[S]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -31,9 +38,10 @@ class StateCache(Generic[S]):
 
     def get(self, aggregate_id: str) -> Loaded[S] | None:
         entry = self._entries.get(aggregate_id)
-        if entry is not None:
-            self._entries.move_to_end(aggregate_id)
-        return entry
+        if entry is None:
+            return None
+        self._entries.move_to_end(aggregate_id)
+        return Loaded(self._copy(entry.state), entry.version)
 
     def put(self, aggregate_id: str, loaded: Loaded[S]) -> None:
         """Keep ``loaded`` unless an entry at a later version is already there."""
@@ -42,7 +50,7 @@ class StateCache(Generic[S]):
         known = self._entries.get(aggregate_id)
         if known is not None and known.version > loaded.version:
             return
-        self._entries[aggregate_id] = loaded
+        self._entries[aggregate_id] = Loaded(self._copy(loaded.state), loaded.version)
         self._entries.move_to_end(aggregate_id)
         if len(self._entries) > self._size:
             self._entries.popitem(last=False)

@@ -69,7 +69,7 @@ class Repository(Generic[S]):
         self._store = store
         self._decider = decider
         self._turns = turns
-        self._cache: StateCache[S] = StateCache(decider.cache_size)
+        self._cache: StateCache[S] = StateCache(decider.cache_size, decider.copy_state)
 
     @property
     def decider(self) -> Decider[S]:
