@@ -521,8 +521,36 @@ async def test_a_save_that_keeps_losing_stops_at_the_append_deadline(
 
     assert not isinstance(late.value, SnapshotOutcomeUnknownError)
     assert (late.value.code, late.value.reason) == (None, "AppendDeadline")
-    assert 1 < len(sent) < 101
+    assert 1 <= len(sent) < 101  # stopped by the deadline, not by 100 refusals
     assert await bucket_keys(store) == set()  # nothing landed: its object is deleted
+    assert (await backend_of(store).get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
+
+
+async def test_a_deadline_during_the_read_back_of_a_refusal_ends_with_nothing_written(
+    make_store: StoreFactory,
+) -> None:
+    """The refused transaction is over: the read-back after the deadline is conclusive,
+    so the save says nothing was written (not "unknown") and deletes its object."""
+    store = await make_store(offload_threshold_bytes=THRESHOLD, append_deadline_seconds=0.3)
+    aggregate = new_id()
+    await build(store, aggregate, 3)
+    commit, sent = refused_with("TransactionConflict", 1, backend_of(store))
+    reads: list[Any] = []
+
+    async def first_read_hangs(partition: str, sort_key: Any) -> Any:
+        reads.append(sort_key)
+        if len(reads) == 1:  # the read-back of the refusal, held past the deadline
+            await anyio.Event().wait()
+        return await backend_of(store).get(partition, sort_key)
+
+    async with hooked(store, commit=commit, get=first_read_hangs) as saver:
+        with anyio.fail_after(10), pytest.raises(StorageUnavailableError) as late:
+            await saver.save_snapshot(aggregate, 2, state(2))
+
+    assert not isinstance(late.value, SnapshotOutcomeUnknownError)
+    assert (late.value.code, late.value.reason) == (None, "AppendDeadline")
+    assert sent == ["TransactionConflict"] and len(reads) == 2
+    assert await bucket_keys(store) == set()
     assert (await backend_of(store).get_head(aggregate)).snapshots == {}  # type: ignore[union-attr]
 
 

@@ -112,10 +112,13 @@ def check_keep(keep: Any) -> int:
 @dataclass(slots=True)
 class _Sending:
     """Whether a transaction that may have landed was sent: then the new state's
-    object must not be deleted, a committed snapshot may point to it. ``record`` is
-    the state being saved, ``stale`` the objects its last attempt removes."""
+    object must not be deleted, a committed snapshot may point to it. ``answered``:
+    the last attempt was refused (its transaction finished), so a read-back settles
+    whether an earlier send of it landed. ``record`` is the state being saved,
+    ``stale`` the objects its last attempt removes."""
 
     in_flight: bool = False
+    answered: bool = False
     record: SnapshotRecord | None = None
     stale: list[str] = field(default_factory=list)
 
@@ -210,7 +213,27 @@ class SnapshotWriter:
         )
         if not sending.in_flight:
             raise timeout
+        if sending.answered:
+            return await self._settle_refused(record, sending, late=timeout)
         await self._settle(record, timeout)
+        for key in sending.stale:
+            await self._offloader.discard(key)
+        return record
+
+    async def _settle_refused(
+        self, record: SnapshotRecord, sending: _Sending, *, late: StorageUnavailableError
+    ) -> SnapshotRecord:
+        """The deadline passed while a refusal was being read back. The refused
+        transaction is over, so the read-back is conclusive, as between attempts: the
+        save's own snapshot means an earlier send landed; anything else means nothing
+        of it is stored, and its object is deleted."""
+        try:
+            stored = await self._stored(record)
+        except StorageError as exc:  # it may be this save's, landed: the object stays
+            raise _unknown(record, exc) from exc
+        if not _is_same_snapshot(stored, record):
+            await self._discard_state(record)
+            raise late
         for key in sending.stale:
             await self._offloader.discard(key)
         return record
@@ -311,13 +334,14 @@ class _SaveAttempts:
         removed = await writer._objects_of(record, _removed(head, record, retention))
         own = record.pointer.key if record.pointer is not None else None
         self._sending.stale = [key for key in removed if key != own]
-        self._sending.in_flight = True
+        self._sending.in_flight, self._sending.answered = True, False
         try:
             await writer._backend.commit(_plan(head, record, retention))
         except CommitRejected as rejected:
             # Refused for good: nothing written. Otherwise the refusal may answer a
             # re-send of an attempt that landed: in flight until the read-back says.
             self._sending.in_flight = classify(rejected) is not Refusal.FINAL
+            self._sending.answered = True
             raise
         except StorageUnavailableError as exc:
             await writer._settle(record, exc)
