@@ -12,8 +12,6 @@ from hypothesis import strategies as st
 from eventstore_async import IntegrityError, StoreConfig
 from eventstore_async._backends.aws.dynamodb import DynamoDBBackend
 from eventstore_async._backends.aws.items import (
-    change_set_item_size,
-    companion_items_size,
     head_key,
     item_size,
     key,
@@ -21,6 +19,7 @@ from eventstore_async._backends.aws.items import (
     record_to_item,
     transact_items,
 )
+from eventstore_async._backends.item_sizes import change_set_item_size, companion_items_size
 from eventstore_async._backends.memory import MemoryBackend
 from eventstore_async._codec import EventCodec
 from eventstore_async._records import (

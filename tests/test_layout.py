@@ -3,7 +3,9 @@
 Only ``_backends/aws/`` talks to AWS's client libraries (botocore, aiobotocore,
 aiohttp, aioboto3), and only ``emulator/`` imports moto: every other module works
 against the backend protocol, so the store's logic runs the same on the in-memory
-backend. Imports inside functions count too.
+backend. The in-memory backend does not lean on the AWS one either (what both need,
+such as the item-size arithmetic, lives beside them in ``_backends/``). Imports inside
+functions count too.
 """
 
 from __future__ import annotations
@@ -28,6 +30,23 @@ def imported_roots(source: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             roots.add(node.module.split(".")[0])
     return roots
+
+
+def package_imports(path: Path) -> set[str]:
+    """The dotted package modules ``path`` imports, relative imports resolved
+    (``from .aws.items import x`` in ``_backends/memory.py`` is
+    ``eventstore_async._backends.aws.items``), at any depth."""
+    module = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = list(module[: len(module) - node.level]) if node.level else []
+            target = ".".join([*base, *(node.module.split(".") if node.module else [])])
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names)
+    return found
 
 
 def sources() -> dict[Path, set[str]]:
@@ -70,3 +89,16 @@ def test_only_the_emulator_imports_moto() -> None:
         if "moto" in roots and EMULATOR_DIR not in path.parents
     ]
     assert offenders == []
+
+
+def test_the_package_import_scanner_resolves_relative_imports() -> None:
+    memory = PACKAGE / "_backends" / "memory.py"
+    found = package_imports(memory)
+    assert "eventstore_async._backends.protocol" in found  # from .protocol import ...
+    assert "eventstore_async._records" in found  # from .._records import ...
+
+
+def test_the_memory_backend_does_not_import_the_aws_backend() -> None:
+    aws = "eventstore_async._backends.aws"
+    found = package_imports(PACKAGE / "_backends" / "memory.py")
+    assert sorted(m for m in found if m == aws or m.startswith(aws + ".")) == []

@@ -62,7 +62,7 @@ from .._records import (
     snapshot_sort_key,
     view_partition,
 )
-from .aws.items import change_set_item_size, companion_items_size
+from .item_sizes import change_set_item_size, companion_items_size
 from .protocol import ObjectInfo, Page, ScanPage, UploadInfo
 
 __all__ = ["MemoryBackend", "MemoryObjects", "memory_backend"]
@@ -102,8 +102,8 @@ class MemoryBackend:
     async def aclose(self) -> None:
         await anyio.lowlevel.checkpoint()
 
-    # Sizes as DynamoDB counts them (the same pure functions as the DynamoDB backend's
-    # item mapping), so an append too large for DynamoDB is refused here too.
+    # Sizes as DynamoDB counts them (the same pure functions as the DynamoDB backend
+    # uses, in item_sizes), so an append too large for DynamoDB is refused here too.
 
     def change_set_size(self, record: ChangeSetRecord) -> int:
         return change_set_item_size(record)

@@ -33,17 +33,11 @@ from ..._records import (
     SnapshotRecord,
     SortKey,
 )
+from ..item_sizes import change_set_item_size, companion_items_size
 from ..protocol import MalformedItem, Page, ScanPage
 from .errors import error_code, translate_errors
 from .item_reader import QueryPage, query_page, read_query_page
-from .items import (
-    change_set_item_size,
-    companion_items_size,
-    head_key,
-    key,
-    record_from_item,
-    transact_items,
-)
+from .items import head_key, key, record_from_item, transact_items
 from .logs import install_redaction
 from .s3 import S3Objects
 from .session import AwsClients, open_clients
