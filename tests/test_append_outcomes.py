@@ -344,7 +344,7 @@ async def test_a_lost_batch_answer_is_acknowledged_only_when_every_entry_is_read
 
 
 async def test_a_deadline_after_a_landed_refusal_is_an_unknown_outcome() -> None:
-    store, backend = faulty_store(append_deadline_seconds=0.2)
+    store, backend = faulty_store(append_deadline_seconds=1.0)
     async with store:
         backend.commit_faults, backend.read_faults = ["lost"], ["fail"]
         with pytest.raises(CommitOutcomeUnknownError):

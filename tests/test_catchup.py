@@ -57,8 +57,11 @@ async def test_reads_ahead_at_most_the_buffer_and_a_page_per_shard(
             consumed += 1
             assert seen.get(change_set.aggregate_id, 0) == change_set.version - 1  # in order
             seen[change_set.aggregate_id] = change_set.version
-            if consumed in (1, 500):
-                await anyio.sleep(0.3)  # a slow consumer: the reader runs ahead meanwhile
+            if consumed in (1, 500):  # a slow consumer: the reader runs ahead meanwhile
+                with anyio.fail_after(30):
+                    while spy.fetched - consumed <= BUFFER:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                await anyio.sleep(0.3)  # more time could only show a larger read-ahead
                 assert BUFFER < spy.fetched - consumed <= BUFFER + PAGE * SHARDS
             if consumed == 2000:
                 break

@@ -90,7 +90,7 @@ def test_importing_the_package_does_not_import_moto() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO_ROOT, timeout=60)
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_cli_prints_url_first_and_exits_cleanly_on_signal(
     cli: subprocess.Popen[bytes], signum: signal.Signals
@@ -113,7 +113,7 @@ def test_cli_prints_url_first_and_exits_cleanly_on_signal(
     assert stderr == b"", "quiet by default"
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 def test_cli_stops_on_stdin_eof_when_asked() -> None:
     with subprocess.Popen(
         [sys.executable, "-m", "eventstore_async.emulator", "--stop-on-stdin-eof"],
@@ -313,7 +313,7 @@ async def _increment_workload(
 
 
 @pytest.mark.anyio
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)
 async def test_concurrent_transactions_are_atomic() -> None:
     increments = 200
     async with Emulator() as emu:

@@ -30,14 +30,26 @@ async def assert_consistent(store: EventStore, aggregate: str) -> int:
     return head.version
 
 
+async def append_time(store: EventStore) -> float:
+    """The slowest of three uncancelled appends like the test's, in seconds."""
+    times = []
+    for n in range(3):
+        started = anyio.current_time()
+        events = [{"n": n, "blob": "x" * (3000 if n % 2 else 10)}]
+        await store.append(new_id(), events, expected_version=0)
+        times.append(anyio.current_time() - started)
+    return max(times)
+
+
 async def test_appends_cancelled_at_any_point_leave_no_half_state(
     make_store: StoreFactory,
 ) -> None:
     store = await make_store(offload_threshold_bytes=2048)
+    full = await append_time(store)  # the delays scale with this machine's speed
     aggregate = new_id()
     landed = 0
     for step in range(40):
-        delay = step * 0.0007  # from before the first await to after the commit
+        delay = step * full / 20  # from before the first await to twice an append's time
         events = [{"n": step, "blob": "x" * (3000 if step % 2 else 10)}]
         with anyio.move_on_after(delay):
             await store.append(aggregate, events, expected_version=landed)

@@ -258,13 +258,13 @@ async def test_idempotent_retry_keeps_one_object(make_store: StoreFactory, inspe
 
 
 async def test_sweep_removes_orphans_only(make_store: StoreFactory, inspect: Any) -> None:
-    fast = {
-        "connect_timeout": 0.1,
-        "read_timeout": 0.2,
+    fast = {  # a commit window of 3 s: short, yet no request of a busy machine times out
+        "connect_timeout": 0.5,
+        "read_timeout": 1.0,
         "max_attempts": 1,
         "conflict_retries": 0,
-        "max_upload_seconds": 0.1,
-        "append_deadline_seconds": 0.5,
+        "max_upload_seconds": 0.5,
+        "append_deadline_seconds": 1.0,
         "offload_threshold_bytes": THRESHOLD,
     }
     store = await make_store(**fast)
@@ -279,7 +279,8 @@ async def test_sweep_removes_orphans_only(make_store: StoreFactory, inspect: Any
     with pytest.raises(InvalidInputError) as too_short:
         await store.sweep_orphans(older_than=window / 2)
     young = await store.sweep_orphans(older_than=timedelta(hours=1))
-    await anyio.sleep(2.5)  # S3 times objects to the second: let both age past the window
+    # Time must pass for ages to: S3 times objects to the second, so past the window + 1 s.
+    await anyio.sleep(window.total_seconds() + 1.5)
     swept = await store.sweep_orphans(older_than=window)
 
     assert too_short.value.argument == "older_than"

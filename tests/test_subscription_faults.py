@@ -244,7 +244,7 @@ async def test_renewal_stops_once_the_lease_is_lost(make_store: StoreFactory) ->
         if isinstance(plan.writes[0], LeaseWrite):
             renewal_over.set()
 
-    async with store.subscribe(name, lease_seconds=0.5) as sub:
+    async with store.subscribe(name, lease_seconds=1.5) as sub:
         await sub.__anext__()
         faults.script, faults.finished = hold_renewals, renewal_finished
         with anyio.fail_after(10):
