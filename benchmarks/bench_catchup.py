@@ -42,6 +42,8 @@ import anyio
 
 from eventstore_async import Append, EventStore, StoreConfig
 from eventstore_async._backends.memory import MemoryBackend
+from eventstore_async._codec import EventCodec
+from eventstore_async._offload.payload import PayloadReader
 from eventstore_async._read.decode import ChangeSetDecoder
 from eventstore_async._records import CommitPlan, FeedEntryRecord, feed_partition
 
@@ -130,7 +132,8 @@ async def populate(memory: MemoryBackend, shards: int, change_sets: int) -> None
 
 async def catch_up_before(store: EventStore, backend: SlowBackend, total: int) -> float:
     """The sequential reader, step by step as it was: seconds to deliver ``total``."""
-    decoder: ChangeSetDecoder = store._decoder
+    codec = EventCodec()  # the events are plain mappings: no types to register
+    decoder = ChangeSetDecoder(codec, PayloadReader(codec, None), store.config.fetch_concurrency)
     shards = store.config.feed_shards
     send, receive = anyio.create_memory_object_stream[object](256)
     positions = [0] * shards

@@ -63,10 +63,8 @@ def _action_size(action: dict[str, Any]) -> int:
     return item_size(body["Key"]) + sum(item_size({"v": v}) for v in values.values())
 
 
-def instrument(store: EventStore, captured: Captured, raw: Any) -> None:
-    """Capture every DynamoDB request the store's backend sends."""
-    backend = store._backend
-    assert isinstance(backend, DynamoDBBackend)
+def instrument(backend: DynamoDBBackend, captured: Captured, raw: Any) -> None:
+    """Capture every DynamoDB request a store's (opened) backend sends."""
     client = backend._dynamodb
     original_twi = client.transact_write_items
     original_get, original_query = client.get_item, client.query
@@ -108,14 +106,22 @@ def _old_size(raw: Any, action: dict[str, Any]) -> int:
     return item_size(found["Item"]) if "Item" in found else 0
 
 
+def on_own_backend(config: StoreConfig) -> tuple[EventStore, DynamoDBBackend]:
+    """A store and the DynamoDB backend it runs on (handed to it, so the benchmark can
+    watch the backend's requests)."""
+    backend = DynamoDBBackend(config)
+    return EventStore(config, backend=backend), backend
+
+
 async def measure(
     config: StoreConfig, raw: Any, work: Callable[[EventStore], Awaitable[Any]]
 ) -> Captured:
-    async with EventStore(config.replace(fast_path=False)) as store:
+    store, backend = on_own_backend(config.replace(fast_path=False))
+    async with store:
         await store.create_schema()
         await store.append("warm-up", [{"n": 0}], expected_version=0)  # first-append reads
         captured = Captured()
-        instrument(store, captured, raw)
+        instrument(backend, captured, raw)
         await work(store)
         await store.drop_schema()
     return captured
@@ -166,11 +172,12 @@ def main() -> None:
 async def measure_load(
     config: StoreConfig, raw: Any, fill: Callable[[EventStore], Awaitable[Any]]
 ) -> float:
-    async with EventStore(config.replace(fast_path=False)) as store:
+    store, backend = on_own_backend(config.replace(fast_path=False))
+    async with store:
         await store.create_schema()
         await fill(store)
         captured = Captured()
-        instrument(store, captured, raw)
+        instrument(backend, captured, raw)
         await store.load("b")
         await store.drop_schema()
     return captured.read

@@ -139,9 +139,10 @@ class EventStore:
             :meth:`register` takes them.
         verify_on_open: :meth:`ping` when opening, so a wrong endpoint, region, table
             or bucket fails at start-up (``__aenter__`` raises what ``ping`` raises).
-        backend: for tests: the storage to use instead of the DynamoDB + S3 backend
-            built from ``config`` (see :mod:`eventstore_async.testing`). The store
-            opens and closes it with itself.
+        backend: for tests (and tools that keep a handle on the storage, as the
+            ``eventstore`` command does): the storage to use instead of the DynamoDB +
+            S3 backend built from ``config`` (see :mod:`eventstore_async.testing`).
+            The store opens and closes it with itself.
     """
 
     def __init__(

@@ -17,7 +17,6 @@ from ._context import (
     EXIT_USAGE,
     Output,
     Settings,
-    backend_of,
     common_options,
     run,
 )
@@ -100,8 +99,9 @@ def subscriptions(settings: Settings) -> None:
     """Each subscription's positions, lag (entries and seconds) and lease holder."""
 
     async def body() -> int:
-        async with settings.store() as store:
-            statuses = await subscription_statuses(backend_of(store))
+        store, backend = settings.store_and_backend()
+        async with store:
+            statuses = await subscription_statuses(backend)
         out = settings.out
         if out.as_json:
             for status in statuses:
@@ -162,8 +162,9 @@ def replay(settings: Settings, name: str, to: str, yes: bool, force: bool) -> No
         )
 
     async def body() -> int:
-        async with settings.store() as store:
-            positions = await move_checkpoint(backend_of(store), name, target, force=force)
+        store, backend = settings.store_and_backend()
+        async with store:
+            positions = await move_checkpoint(backend, name, target, force=force)
         out = settings.out
         if out.as_json:
             out.record(subscription=name, positions=positions)

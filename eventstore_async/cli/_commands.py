@@ -18,7 +18,6 @@ from ._context import (
     EXIT_PROBLEMS,
     Output,
     Settings,
-    backend_of,
     common_options,
     parse_duration,
     run,
@@ -116,13 +115,13 @@ def tail(settings: Settings, from_start: bool, follow: bool, limit: int | None) 
     """Follow the global feed, read-only (no lease, no checkpoint)."""
 
     async def body() -> int:
-        async with settings.store() as store:
+        store, backend = settings.store_and_backend()
+        async with store:
             shards = store.config.feed_shards
             if not shards:
                 raise InvalidInputError(
                     "feed_shards", "is 0: set EVENTSTORE_FEED_SHARDS to the table's shard count"
                 )
-            backend = backend_of(store)
             positions = [0] * shards if from_start else await feed_ends(backend, shards)
             seen = 0
             async for entry in follow_feed(backend, positions, follow=follow):

@@ -17,6 +17,7 @@ import msgspec
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .._backends.aws.dynamodb import DynamoDBBackend
 from .._backends.protocol import Backend
 from .._config import StoreConfig
 from .._errors import EventStoreError, InvalidInputError, SubscriptionBusyError
@@ -31,7 +32,6 @@ __all__ = [
     "EXIT_USAGE",
     "Output",
     "Settings",
-    "backend_of",
     "common_options",
     "parse_duration",
     "run",
@@ -110,6 +110,16 @@ class Settings:
         """A store on the configured table; opening it checks the schema (``ping``)."""
         return EventStore(self.config(), verify_on_open=verify_on_open)
 
+    def store_and_backend(self) -> tuple[EventStore, Backend]:
+        """A store as :meth:`store` makes it and the backend it runs on, for the
+        operators' views (feed, subscriptions) that read storage records directly, as
+        the library's own modules do. The command makes the backend and hands it to the
+        store (``EventStore(config, backend=...)``), so it keeps its own handle on it
+        instead of reaching into the store for one."""
+        config = self.config()
+        backend = DynamoDBBackend(config)
+        return EventStore(config, verify_on_open=True, backend=backend), backend
+
 
 _OPTIONS = (
     ("--table", "table_name", "DynamoDB table [env: EVENTSTORE_TABLE]"),
@@ -149,12 +159,6 @@ def common_options(command: _F) -> _F:
         expose_value=False,
         help="One JSON object per line, for scripts.",
     )(command)
-
-
-def backend_of(store: EventStore) -> Backend:
-    """The store's backend: the operators' views (feed, subscriptions) read storage
-    records directly, as the library's own modules do."""
-    return store._backend
 
 
 def run(settings: Settings, body: Callable[[], Awaitable[int]]) -> None:
