@@ -11,10 +11,15 @@ import httpx
 import pytest
 
 from eventstore_async import (
+    ANY,
     CommitOutcomeUnknownError,
     EventStore,
     StorageUnavailableError,
+    StoreConfig,
 )
+from eventstore_async._records import CommitPlan, PutChangeSet
+from eventstore_async.testing import MemoryBackend
+from examples.bank import EVENT_TYPES, Deposited
 from examples.webapp import create_app
 
 pytestmark = pytest.mark.anyio
@@ -214,18 +219,48 @@ async def test_a_transfer_moves_money_in_one_commit(client: httpx.AsyncClient) -
     assert (await client.get("/accounts/b")).json()["balance"] == 7
 
 
-async def test_a_command_is_409_only_after_max_attempts(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from eventstore_async import ConcurrencyError
+class RivalBackend(MemoryBackend):
+    """A memory backend on which, once ``rival`` is set, another writer's deposit lands
+    on the account just before each of the store's own commits to it: every command
+    decided on the version it read then conflicts, as with a busy second process."""
 
-    await command(client, "/accounts/acct-1/open", owner="ada")
-    calls: list[int] = []
+    def __init__(self) -> None:
+        super().__init__()
+        self.rival: EventStore | None = None
+        self.rival_deposits = 0
 
-    async def always_conflicting(self: Any, appends: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(1)
-        raise ConcurrencyError("acct-1", 1, 2)
+    async def commit(self, plan: CommitPlan) -> None:
+        rival, self.rival = self.rival, None  # None while the rival's own commit runs
+        try:
+            if rival is not None and _writes_change_set_of(plan, "acct-1"):
+                await rival.append("acct-1", [Deposited(amount=1)], expected_version=ANY)
+                self.rival_deposits += 1
+            await super().commit(plan)
+        finally:
+            self.rival = rival
 
-    monkeypatch.setattr(EventStore, "_append_commands", always_conflicting)
-    response = await command(client, "/accounts/acct-1/deposit", amount=1)
-    assert response.status_code == 409 and len(calls) == 3  # three decides, then 409
+
+def _writes_change_set_of(plan: CommitPlan, aggregate_id: str) -> bool:
+    return any(
+        isinstance(w, PutChangeSet) and w.record.aggregate_id == aggregate_id for w in plan.writes
+    )
+
+
+async def test_a_command_is_409_only_after_max_attempts() -> None:
+    config = StoreConfig(table_name="in-memory", bucket_name=None)
+    backend = RivalBackend()
+    app = create_app(lambda: EventStore(config, backend=backend))
+    async with (
+        app.router.lifespan_context(app),
+        EventStore(config, types=EVENT_TYPES, backend=backend) as rival,
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://test") as client,
+    ):
+        await command(client, "/accounts/acct-1/open", owner="ada")
+        backend.rival = rival
+        response = await command(client, "/accounts/acct-1/deposit", amount=5)
+        backend.rival = None
+        account = (await client.get("/accounts/acct-1")).json()
+
+    assert response.status_code == 409
+    assert backend.rival_deposits == 3  # three decides, each beaten by the rival, then 409
+    assert (account["version"], account["balance"]) == (4, 3)  # only the rival's deposits
