@@ -33,7 +33,8 @@ sent none and ``reason`` says why the library raised it, with ``code`` None:
 
     AppendDeadline      no commit within ``append_deadline_seconds``
     UploadTooSlow       an upload, or a batch's encoding with uploads, took longer than
-                        ``max_upload_seconds``; nothing was committed
+                        ``max_upload_seconds``; nothing was committed, a retry is safe
+                        (a :class:`StorageUnavailableError`, as for AppendDeadline)
     UnprocessedKeys     BatchGetItem still left keys unprocessed after its retries
     SchemaMismatch      ``ping()``: the table is keyed otherwise than the store's
     TableNotActive      ``ping()``: the table exists but is not ACTIVE
@@ -317,7 +318,9 @@ class AccessDeniedError(StorageError):
 
 
 class StorageUnavailableError(StorageError):
-    """Throttled, timed out or unreachable after the configured retries. Safe to retry."""
+    """Throttled, timed out or unreachable after the configured retries, or a local
+    time limit passed before anything was committed (``reason`` ``"AppendDeadline"``,
+    ``"UploadTooSlow"``). Safe to retry."""
 
 
 class CommitOutcomeUnknownError(StorageUnavailableError):

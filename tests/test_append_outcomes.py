@@ -33,7 +33,6 @@ from eventstore_async import (
     EventStore,
     IntegrityError,
     InvalidInputError,
-    StorageError,
     StorageUnavailableError,
     StoreClosedError,
     StoreConfig,
@@ -166,7 +165,7 @@ async def test_a_batch_whose_encoding_outlasts_max_upload_seconds_commits_nothin
         await anyio.sleep(0.4)  # a slow producer: the first entry's object keeps ageing
         yield {"n": 1}
 
-    with pytest.raises(StorageError) as too_slow:
+    with pytest.raises(StorageUnavailableError) as too_slow:  # transient: retry later
         await store.append_many(
             [
                 Append(aggregate_id=first, events=big("first"), expected_version=0),
@@ -178,6 +177,16 @@ async def test_a_batch_whose_encoding_outlasts_max_upload_seconds_commits_nothin
     assert "nothing was committed" in str(too_slow.value)
     assert await store.head(first) is None and await store.head(second) is None
     assert await object_keys(store) == []
+    patient = await make_store(
+        offload_threshold_bytes=THRESHOLD, max_upload_seconds=900
+    )  # same table
+    retried = await patient.append_many(  # nothing was written: the same batch lands
+        [
+            Append(aggregate_id=first, events=big("first"), expected_version=0),
+            Append(aggregate_id=second, events=[{"n": 1}], expected_version=0),
+        ]
+    )
+    assert [cs.version for cs in retried] == [1, 1]
 
 
 async def test_an_upload_slower_than_max_upload_seconds_commits_nothing(
@@ -191,13 +200,19 @@ async def test_an_upload_slower_than_max_upload_seconds_commits_nothing(
         await anyio.sleep(0.4)  # a slow producer: the upload outlasts the limit
         yield {"n": 2}
 
-    with pytest.raises(StorageError) as too_slow:
+    with pytest.raises(StorageUnavailableError) as too_slow:  # transient: retry later
         await store.append(aggregate, slow_stream(), expected_version=0)
 
     assert (too_slow.value.code, too_slow.value.reason) == (None, "UploadTooSlow")
     assert "nothing was committed" in str(too_slow.value)
     assert await store.head(aggregate) is None
     assert await object_keys(store) == []
+    patient = await make_store(
+        offload_threshold_bytes=THRESHOLD, max_upload_seconds=900
+    )  # same table
+    retried = await patient.append(aggregate, big("first"), expected_version=0)
+    assert retried.version == 1  # nothing was written: the retry lands as the first
+    assert len(await object_keys(store)) == 1
 
 
 @pytest.mark.parametrize("ending", ["cancelled", "source error"])

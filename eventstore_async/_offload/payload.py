@@ -41,6 +41,7 @@ from .._errors import (
     IntegrityError,
     InvalidInputError,
     StorageError,
+    StorageUnavailableError,
     StoreClosedError,
 )
 from .._records import ObjectPointer
@@ -150,6 +151,8 @@ class Offloader:
             InvalidInputError: no events, or an event that cannot be encoded.
             ChangeSetTooLargeError: too large for one item and no bucket is configured.
             StorageError: the upload failed (nothing is left behind).
+            StorageUnavailableError: the upload took longer than ``max_upload_seconds``
+                (``reason`` ``"UploadTooSlow"``); nothing was committed.
         """
         if isinstance(events, Sequence) and not isinstance(events, str | bytes | bytearray):
             return await self._encode_sequence(aggregate_id, tuple(events))
@@ -248,10 +251,12 @@ class Offloader:
 
     async def _check_upload_time(self, pointer: ObjectPointer, seconds: float) -> None:
         """An upload slower than ``max_upload_seconds`` is not committed, so the sweep's
-        grace period (which counts from the object's start) always covers a commit."""
+        grace period (which counts from the object's start) always covers a commit.
+        Transient like a timeout (``StorageUnavailableError``): nothing was committed
+        and the object is deleted (or left to the sweep), so the caller may retry."""
         if seconds > self._config.max_upload_seconds:
             await self.discard(pointer.key)
-            raise StorageError(
+            raise StorageUnavailableError(
                 f"the upload took {seconds:.0f} s, over max_upload_seconds "
                 f"({self._config.max_upload_seconds:.0f} s); nothing was committed",
                 reason=UPLOAD_TOO_SLOW,

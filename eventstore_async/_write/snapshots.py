@@ -151,9 +151,10 @@ class SnapshotWriter:
             SnapshotOutcomeUnknownError: sent, but whether it landed is unknown (also
                 when the deadline passed with a transaction in flight).
             StorageError: cancelled for a reason no retry mends.
-            StorageUnavailableError: other saves kept coming first, or no commit
-                within the deadline (``reason`` ``"AppendDeadline"``); nothing was
-                written.
+            StorageUnavailableError: other saves kept coming first, no commit
+                within the deadline (``reason`` ``"AppendDeadline"``), or the state's
+                upload took longer than ``max_upload_seconds`` (``"UploadTooSlow"``);
+                nothing was written.
         """
         head = await self._head(aggregate_id, version)
         if _retention(head, schema, version, keep) is None:

@@ -16,7 +16,7 @@ import anyio
 
 from .._backends.protocol import Backend
 from .._config import StoreConfig
-from .._errors import UPLOAD_TOO_SLOW, CommitOutcomeUnknownError, StorageError
+from .._errors import UPLOAD_TOO_SLOW, CommitOutcomeUnknownError, StorageUnavailableError
 from .._models import ChangeSet
 from .._offload.payload import EncodedPayload, Offloader
 from .._read.decode import ChangeSetDecoder
@@ -48,7 +48,9 @@ class ChangeSetWriter:
 
         Raises:
             ChangeSetTooLargeError: an item or the transaction is over DynamoDB's limit.
-            StorageError: encoding with uploads took longer than ``max_upload_seconds``.
+            StorageUnavailableError: encoding with uploads took longer than
+                ``max_upload_seconds`` (``reason`` ``"UploadTooSlow"``); nothing was
+                committed, so a retry is safe.
             Others: as ``EventStore.append``.
         """
         encoded: list[EncodedPayload] = []
@@ -92,7 +94,7 @@ class ChangeSetWriter:
         (counted from before the first entry), so no sweep can have deleted one."""
         limit = self._config.max_upload_seconds
         if seconds > limit and any(payload.pointer is not None for payload in encoded):
-            raise StorageError(
+            raise StorageUnavailableError(
                 f"encoding and uploading the change sets took {seconds:.1f} s, over "
                 f"max_upload_seconds ({limit:g} s); nothing was committed",
                 reason=UPLOAD_TOO_SLOW,
