@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from eventstore_async import ChangeSet, EventStore, InvalidInputError
+from eventstore_async._feed.positions import shard_of
 from examples.webapp import create_app
 
 from .conftest import StoreFactory
@@ -48,6 +49,53 @@ async def test_wait_for_returns_once_the_read_model_has_the_change(
         aggregate_id="order-0", version=1, commit_id="x", timestamp=again.timestamp, events=()
     )
     await store.wait_for(name, earlier, timeout=5)  # long since checkpointed
+
+
+async def project_orders(store: EventStore, name: str, mode: str, seen: list[str]) -> None:
+    """A filtered projector: only the change sets of orders."""
+    subscription = store.subscribe(
+        name,
+        mode=mode,  # type: ignore[arg-type]
+        aggregate_types=["order"],
+        poll_interval=0.01,
+        max_poll_interval=0.05,
+    )
+    async with subscription as sub:
+        async for change_set in sub:
+            seen.append(change_set.aggregate_id)
+            await sub.project("orders", put={change_set.aggregate_id: {"v": change_set.version}})
+
+
+def ids_in_shard(prefix: str, shard: int, shards: int, count: int) -> list[str]:
+    """``count`` aggregate ids starting with ``prefix`` that belong to ``shard``."""
+    candidates = (f"{prefix}-{n}" for n in range(1000))
+    return [i for i in candidates if shard_of(i, shards) == shard][:count]
+
+
+@pytest.mark.parametrize("mode", ["exclusive", "shared"])
+async def test_wait_for_change_sets_the_filter_skips_returns(
+    make_store: StoreFactory, mode: str
+) -> None:
+    """A skipped change set is never projected: the caught-up subscription saves its
+    checkpoint past it by itself, after a projected one in its shard or in a shard
+    where nothing matched, and again for skipped ones that follow a save."""
+    store = await make_store(feed_shards=2)
+    name = f"skip-{uuid.uuid4().hex[:6]}"
+    (order,) = ids_in_shard("order", 0, 2, 1)
+    same_shard = ids_in_shard("customer", 0, 2, 3)
+    other_shard = ids_in_shard("customer", 1, 2, 1)
+    seen: list[str] = []
+    async with anyio.create_task_group() as group:
+        group.start_soon(project_orders, store, name, mode, seen)
+        matched = await store.append(order, [{"n": 1}], expected_version=0, aggregate_type="order")
+        await store.wait_for(name, matched, timeout=30)
+        for customer in [*same_shard, *other_shard]:  # each right after a save: throttled
+            skipped = await store.append(
+                customer, [{"n": 1}], expected_version=0, aggregate_type="customer"
+            )
+            await store.wait_for(name, skipped, timeout=30)
+        group.cancel_scope.cancel()
+    assert seen == [order]
 
 
 async def test_wait_for_a_subscription_not_started_times_out(make_store: StoreFactory) -> None:

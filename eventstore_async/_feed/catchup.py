@@ -13,13 +13,15 @@ page being fetched (at most 100 change sets) and one page of entries ahead (100 
 items): at most ``buffer + 100 * shards`` change sets in all.
 
 Unavailability (throttling, timeouts, no connection) is waited out page by page; any
-other failure stops every shard and is raised to the consumer.
+other failure stops every shard and is raised to the consumer, at its turn in its shard:
+after the change sets before it (a change set that cannot be read is met a page ahead
+of the consumer, ``ordered.py``).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -31,6 +33,7 @@ from .._models import ChangeSet
 from .._read.decode import ChangeSetDecoder
 from .._records import ChangeSetRecord, FeedEntryRecord, HeadRecord, feed_partition
 from .filters import FeedFilter
+from .ordered import decode_in_order
 from .outage import OutageBackoff, hold_on
 
 __all__ = ["PAGE", "Deliver", "Delivery", "FeedReader", "ReaderSettings", "first_failure"]
@@ -41,16 +44,24 @@ PAGE = 100
 _TYPE_CACHE = 100_000
 
 _Page = list[FeedEntryRecord]
+_Read = tuple[FeedEntryRecord, ChangeSet]
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """A change set at a shard's position; ``None``: entries up to the position were
-    skipped by the filter (the checkpoint moves past them once the consumer gets here)."""
+    skipped by the filter (the checkpoint moves past them once the consumer gets here).
+
+    ``at_head``: the shard has nothing after the position yet, and its last entries were
+    skipped. Sent on each empty poll (every ``poll_interval`` backing off to
+    ``max_poll_interval``) until an entry comes: the consumer's cue to save the
+    checkpoint past skipped entries that no later save would otherwise carry.
+    """
 
     shard: int
     position: int
     change_set: ChangeSet | None
+    at_head: bool = False
 
 
 #: Hands a delivery to the consumer (waiting while its buffer is full).
@@ -105,7 +116,8 @@ class FeedReader:
             group.cancel_scope.cancel()
 
     async def _scan(self, pages: MemoryObjectSendStream[_Page], shard: int, position: int) -> None:
-        """Query the shard's entries after ``position`` page by page, one page ahead."""
+        """Query the shard's entries after ``position`` page by page, one page ahead; an
+        empty page each time a poll finds nothing new (the fetcher's news of the head)."""
         idle = self._settings.poll_min
         low = position + 1
         async with pages:
@@ -116,6 +128,7 @@ class FeedReader:
                 records = await hold_on(read, self._settings.outage)
                 entries = [r for r in records if isinstance(r, FeedEntryRecord)]
                 if not entries:
+                    await pages.send(entries)
                     await anyio.sleep(idle)
                     idle = min(idle * 2, self._settings.poll_max)
                     continue
@@ -126,31 +139,47 @@ class FeedReader:
     async def _fetch(
         self, pages: MemoryObjectReceiveStream[_Page], send: Deliver, shard: int, position: int
     ) -> None:
+        """Deliver each page's change sets, then the page's end when it was skipped, then
+        the first failure of the page, if any (after the change sets before it). At the
+        head (an empty page) after skipped entries, say so: the consumer may save the
+        checkpoint past them (see :attr:`Delivery.at_head`)."""
+        skipped = False  # the last delivery was of skipped entries
         async with pages:
             async for entries in pages:
+                if not entries:
+                    if skipped:
+                        await send(Delivery(shard, position, None, at_head=True))
+                    continue
                 read = functools.partial(self._read_page, entries)
-                deliveries = await hold_on(read, self._settings.outage)
+                deliveries, failure = await hold_on(read, self._settings.outage)
                 for entry, change_set in deliveries:
                     await send(Delivery(shard, entry.position, change_set))
                     position = entry.position
-                if position != entries[-1].position:  # the page ended with skipped ones
+                if failure is not None:
+                    raise failure
+                skipped = position != entries[-1].position
+                if skipped:  # the page ended with skipped ones
                     position = entries[-1].position
                     await send(Delivery(shard, position, None))
 
-    async def _read_page(self, entries: _Page) -> list[tuple[FeedEntryRecord, ChangeSet]]:
-        """The page's change sets that pass the filter, in position order."""
+    async def _read_page(self, entries: _Page) -> tuple[list[_Read], Exception | None]:
+        """The page's change sets that pass the filter, in position order, up to the
+        first that cannot be read, and that failure (None: none)."""
         kept = await self._kept(entries)
         if not kept:
-            return []
+            return [], None
         found = await self._backend.get_many([(e.aggregate_id, e.version) for e, _ in kept])
-        stored = [_change_set(e, f) for (e, _), f in zip(kept, found, strict=True)]
-        change_sets = await self._decoder.change_sets(stored, lenient=self._settings.lenient)
+        stored, failure = _stored(kept, found)
+        decoded, failed = await decode_in_order(
+            self._decoder, stored, lenient=self._settings.lenient
+        )
         matches: Callable[[ChangeSet], bool] = self._settings.filter.by_change_set
-        return [
+        deliveries = [
             (entry, change_set)
-            for (entry, sure), change_set in zip(kept, change_sets, strict=True)
+            for (entry, sure), change_set in zip(kept, decoded, strict=False)
             if sure or matches(change_set)
         ]
+        return deliveries, failed or failure
 
     async def _kept(self, entries: _Page) -> list[tuple[FeedEntryRecord, bool]]:
         """The entries whose change sets are read: ``True`` when the entry says they
@@ -198,10 +227,17 @@ def first_failure(group: BaseExceptionGroup) -> BaseException | None:
     return None
 
 
-def _change_set(entry: FeedEntryRecord, found: object) -> ChangeSetRecord:
-    if not isinstance(found, ChangeSetRecord) or found.commit_id != entry.commit_id:
-        raise IntegrityError(
-            f"feed shard {entry.shard} position {entry.position} names change set "
-            f"{entry.version} of {entry.aggregate_id!r}, which is not stored"
-        )
-    return found
+def _stored(
+    kept: list[tuple[FeedEntryRecord, bool]], found: Sequence[object]
+) -> tuple[list[ChangeSetRecord], IntegrityError | None]:
+    """The change sets read for the kept entries, up to the first that is not stored
+    (and the error naming it)."""
+    stored: list[ChangeSetRecord] = []
+    for (entry, _), record in zip(kept, found, strict=True):
+        if not isinstance(record, ChangeSetRecord) or record.commit_id != entry.commit_id:
+            return stored, IntegrityError(
+                f"feed shard {entry.shard} position {entry.position} names change set "
+                f"{entry.version} of {entry.aggregate_id!r}, which is not stored"
+            )
+        stored.append(record)
+    return stored, None

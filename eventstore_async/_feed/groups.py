@@ -67,6 +67,7 @@ from .._timeutil import now_us
 from .catchup import Delivery, FeedReader, ReaderSettings, first_failure
 from .outage import hold_on
 from .shape import FeedShape
+from .skipped import SkippedSaves, past_skipped
 from .views import check_projection, view_writes
 
 __all__ = ["SHARED_OWNER", "GroupSubscription", "ShardLeaseLostError", "shard_name"]
@@ -98,12 +99,16 @@ class _Held:
     seq: int
     saved: int
     delivered: int
+    #: The position of the last change set delivered (not of skipped entries).
+    last_change_set: int = 0
+    skipped_saves: SkippedSaves = field(default_factory=SkippedSaves)
     scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
     lock: anyio.Lock = field(default_factory=anyio.Lock)
     dropped: bool = False
 
 
-_Item = tuple[_Held, Delivery]
+#: A shard's delivery, or the failure that ended its reading (after its deliveries).
+_Item = tuple[_Held, Delivery | Exception]
 
 
 class GroupSubscription:
@@ -233,13 +238,28 @@ class GroupSubscription:
                 raise self._failure or StopAsyncIteration() from None
             if held.dropped or self._held.get(held.shard) is not held:
                 continue  # the shard moved on: its buffered work is not ours any more
+            if isinstance(delivery, Exception):  # at its turn: after the shard's deliveries
+                self._fail(delivery)
+                raise delivery
             held.delivered = delivery.position
             change_set = delivery.change_set
             if change_set is not None:
                 self._last = (held, delivery.position)
+                held.last_change_set = delivery.position
                 timestamp = math.floor(change_set.timestamp.timestamp() * 1e6)
                 self.last_lag_seconds = max(0.0, (now_us() - timestamp) / 1e6)
                 return change_set
+            if delivery.at_head:
+                await self._save_past_skipped(held)
+
+    async def _save_past_skipped(self, held: _Held) -> None:
+        """At the shard's head after skipped entries: save its checkpoint past them if
+        its change sets are all saved, at most once a second (``skipped.py``). A shard
+        lost meanwhile is the new holder's to save."""
+        (position,) = past_skipped((held.delivered,), (held.saved,), (held.last_change_set,))
+        if position != held.saved and held.skipped_saves.take():
+            with contextlib.suppress(ShardLeaseLostError):
+                await self._save(held, position, [])
 
     async def project(
         self,
@@ -434,7 +454,13 @@ class GroupSubscription:
         if not isinstance(record, CheckpointRecord) or record.owner != self._owner:
             return
         position = record.positions[0]
-        held = _Held(shard=shard, seq=record.seq, saved=position, delivered=position)
+        held = _Held(
+            shard=shard,
+            seq=record.seq,
+            saved=position,
+            delivered=position,
+            last_change_set=position,
+        )
         self._held[shard] = held
         if self._group is not None:
             self._group.start_soon(self._follow, held)
@@ -460,9 +486,18 @@ class GroupSubscription:
             except BaseExceptionGroup as failures:
                 failure = first_failure(failures)
                 if failure is not None:
-                    self._fail(failure)
+                    await self._fail_in_turn(held, failure)
             except Exception as exc:
-                self._fail(exc)
+                await self._fail_in_turn(held, exc)
+
+    async def _fail_in_turn(self, held: _Held, failure: BaseException) -> None:
+        """Queue the failure behind the shard's deliveries: the consumer gets every
+        change set before it, then the error (unless the shard has moved on by then)."""
+        exc = failure if isinstance(failure, Exception) else RuntimeError(str(failure))
+        send = self._send
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+            if send is not None:
+                await send.send((held, exc))
 
     def _fail(self, exc: BaseException) -> None:
         self._failure = exc if isinstance(exc, Exception) else RuntimeError(str(exc))

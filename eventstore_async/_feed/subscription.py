@@ -73,6 +73,7 @@ from .filters import FeedFilter
 from .groups import SHARED_OWNER, mode_refused
 from .outage import OutageBackoff, hold_on
 from .shape import FeedShape
+from .skipped import SkippedSaves, past_skipped
 from .views import check_projection, view_writes
 
 __all__ = ["Subscription", "SubscriptionSettings"]
@@ -134,6 +135,8 @@ class Subscription:
         self._seq = 0
         self._delivered: list[int] = []  # per shard: last position handed to the consumer
         self._acknowledged: list[int] = []  # per shard: delivered before the last handed out
+        self._last_change_set: list[int] = []  # per shard: position of the last change set
+        self._skipped_saves = SkippedSaves()
         self._last: Delivery | None = None  # the last one handed out, maybe not processed
         self._group: TaskGroup | None = None
         self._receive: MemoryObjectReceiveStream[Delivery] | None = None
@@ -165,6 +168,7 @@ class Subscription:
         self._saved = checkpoint.positions
         self._delivered = list(checkpoint.positions)
         self._acknowledged = list(checkpoint.positions)
+        self._last_change_set = list(checkpoint.positions)
         send, self._receive = anyio.create_memory_object_stream[Delivery](self._settings.buffer)
         self._renewal = anyio.CancelScope()
         self._group = anyio.create_task_group()
@@ -268,10 +272,24 @@ class Subscription:
             change_set = delivery.change_set
             if change_set is not None:
                 self._last = delivery
+                self._last_change_set[delivery.shard] = delivery.position
                 self.last_lag_seconds = max(0.0, (now_us() - _timestamp_us(change_set)) / 1e6)
                 record_lag(self.name, self.last_lag_seconds)
                 return change_set
             self._acknowledged[delivery.shard] = delivery.position  # filtered out: no work
+            if delivery.at_head:
+                await self._save_past_skipped()
+
+    async def _save_past_skipped(self) -> None:
+        """At the head after skipped entries: save the checkpoint past them, for the
+        shards whose change sets are all saved, at most once a second (``skipped.py``).
+
+        Raises:
+            LeaseLostError: another consumer took over.
+        """
+        positions = past_skipped(tuple(self._delivered), self._saved, tuple(self._last_change_set))
+        if positions != self._saved and self._skipped_saves.take():
+            await self._save_checkpoint([], positions)
 
     async def checkpoint(self) -> None:
         """Save progress: everything delivered so far counts as processed.
@@ -322,11 +340,15 @@ class Subscription:
         changes = check_projection(view, put, delete, views)
         await self._save_checkpoint(view_writes(self._codec, changes))
 
-    async def _save_checkpoint(self, writes: list[Write]) -> None:
-        """Save the delivered positions (and extend the lease) with ``writes``, atomically."""
+    async def _save_checkpoint(
+        self, writes: list[Write], positions: tuple[int, ...] | None = None
+    ) -> None:
+        """Save ``positions`` (default: the delivered ones) and extend the lease, with
+        ``writes``, atomically."""
         if self._lost is not None:
             raise self._lost
-        positions = tuple(self._delivered)
+        if positions is None:
+            positions = tuple(self._delivered)
         await self._hold_on_saving(positions, writes)
         self._seq += 1
         self._saved = positions
