@@ -57,7 +57,7 @@ async def test_a_failed_command_leaves_the_cached_object_untouched(bank: EventSt
 
     with pytest.raises(Refused):
         await repo.execute("acct-1", deposit_then_fail)
-    cached = repo._cache.get("acct-1")
+    cached = repo.cached("acct-1")
     assert cached is not None and cached.state.balance == 10
     assert (await bank.head("acct-1")).version == 2  # type: ignore[union-attr]
     outcome = await repo.execute("acct-1", lambda account: account.withdraw(10))

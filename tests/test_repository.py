@@ -7,6 +7,7 @@ import logging
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import msgspec
 import pytest
 
@@ -16,6 +17,7 @@ from eventstore_async import (
     EventStore,
     EvolveError,
     InvalidInputError,
+    Loaded,
 )
 from eventstore_async.domain._turns import Turns
 from examples.bank import (
@@ -179,7 +181,8 @@ async def test_commands_in_one_process_take_turns(bank: EventStore) -> None:
             group.start_soon(one_deposit)
     assert sorted(versions) == list(range(2, 22))
     assert (await repo.get("acct-1")).state.balance == 20
-    assert len(bank._commands._turns) == 0  # no lock outlives its commands
+    with anyio.fail_after(60):  # no turn outlives its commands (a held one would block)
+        await repo.execute("acct-1", deposit(1), max_attempts=1)
 
 
 async def test_the_same_decider_gets_the_same_repository(bank: EventStore) -> None:
@@ -200,6 +203,8 @@ async def test_a_cached_command_decides_on_the_cached_state_and_only_commits(
     await repo.execute("acct-1", deposit(2))
     await repo.execute("acct-1", deposit(3), command_id="c-1")
     assert calls == ["commit", "commit"]
+    again = await repo.execute("acct-1", deposit(3), command_id="c-1")  # a retry
+    assert calls == ["commit", "commit"] and again.version == 3
 
 
 def _spy(calls: list[str], name: str, method: Any) -> Any:
@@ -216,7 +221,9 @@ async def test_the_cache_evicts_the_least_recently_used(bank: EventStore) -> Non
         await repo.execute(name, open_account(name))
     await repo.get("b")
     await repo.execute("d", open_account("d"))
-    assert list(repo._cache._entries) == ["b", "d"]
+    assert [name for name in "abcd" if repo.cached(name) is not None] == ["b", "d"]
+    assert repo.cached_count == 2
+    assert repo.cached("d") == Loaded(Account(owner="d"), 1)
 
 
 async def test_snapshots_every_n_versions_and_loads_from_the_newest(
@@ -388,6 +395,19 @@ async def test_turns_go_in_order_and_survive_a_cancelled_waiter(
         else:
             scope.cancel()  # handed the turn and cancelled at once: it passes it on
     assert order == ["second"]
+    assert len(turns) == 0
+
+
+async def test_turns_are_dropped_when_nobody_holds_or_waits() -> None:
+    turns = Turns()
+
+    async def hold() -> None:
+        async with turns.hold(["a", "b"]):
+            await anyio.lowlevel.checkpoint()  # the others queue up meanwhile
+
+    async with anyio.create_task_group() as group:
+        for _ in range(20):
+            group.start_soon(hold)
     assert len(turns) == 0
 
 

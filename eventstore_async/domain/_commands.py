@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from .._errors import ConcurrencyError, InvalidInputError
 from .._models import Append, ChangeSet
 from .._validation import check_aggregate_id
+from ._cache import Loaded, landed_in
 from ._decider import Decider
 from ._repository import (
     AlreadyLanded,
@@ -104,8 +105,13 @@ class _Batch:
         self._command_id = command_id
 
     async def run(self, store: EventStore, attempts: int) -> dict[str, Outcome[Any]]:
-        current = {i: await r.current(i) for i, r in self._repositories.items()}
+        command_id = self._command_id
+        current: dict[str, Loaded[Any]] = {
+            i: await r.current(i, command_id) for i, r in self._repositories.items()
+        }
         for attempt in range(1, attempts + 1):
+            if any(landed_in(state, command_id) is not None for state in current.values()):
+                return await self._landed(current)  # known to have landed: no decide
             try:
                 decided = {
                     i: await r.decide(i, self._decides[i], current[i], self._command_id)
@@ -157,7 +163,7 @@ class _Batch:
         outcomes: dict[str, Outcome[Any]] = {}
         for i, repository in self._repositories.items():
             if i in stored:
-                outcomes[i] = await repository.committed(i, decided[i], stored[i])
+                outcomes[i] = await repository.committed(i, decided[i], stored[i], self._command_id)
             else:
                 outcomes[i] = Outcome(
                     version=current[i].version, state=current[i].state, change_set=None
@@ -165,8 +171,9 @@ class _Batch:
         return outcomes
 
     async def _landed(self, current: dict[str, Any]) -> dict[str, Outcome[Any]]:
-        """A decide refused but the command had landed: every aggregate's landed outcome
-        (an aggregate it left unchanged: its current state)."""
+        """The command had landed (known before deciding, or found when a decide
+        refused): every aggregate's landed outcome (one it left unchanged: its current
+        state)."""
         outcomes: dict[str, Outcome[Any]] = {}
         for i, repository in self._repositories.items():
             landed = await repository.landed(i, current[i], self._command_id)

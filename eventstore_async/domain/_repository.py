@@ -5,27 +5,34 @@ One command, :meth:`Repository.execute`:
 
 1. Take the aggregate's turn in this process (see ``_turns``).
 2. Start from the cached ``(version, state)``, or load it (from the newest snapshot
-   when the decider takes snapshots): no request on a cache hit.
-3. ``decide(state)`` -> events; fold them in with ``evolve`` (a failure is bad input).
-4. Append them at the version decided on: one ``TransactWriteItems``. With a
+   when the decider takes snapshots): no request on a cache hit. A load for a command
+   with a ``command_id`` also reads that id's commit marker, at the same time.
+3. If the command is known to have landed (the marker, or the commit ids the cache
+   entry saw), return that landing's outcome without calling ``decide``.
+4. ``decide(state)`` -> events; fold them in with ``evolve`` (a failure is bad input).
+5. Append them at the version decided on: one ``TransactWriteItems``. With a
    ``command_id`` the transaction also writes the commit marker, so that id is stored
-   at most once per aggregate, at whatever version a retry finds the aggregate.
-5. On :class:`ConcurrencyError` read only the newer change sets (one Query), fold them
+   at most once per aggregate, at whatever version a retry finds the aggregate (a
+   retry on a cached state that never saw the landing learns it from the refusal).
+6. On :class:`ConcurrencyError` read only the newer change sets (one Query), fold them
    in and go back to 3, ``max_attempts`` times in all.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
+from functools import partial
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
 
 from .._errors import AggregateNotFoundError, ConcurrencyError, InvalidInputError
 from .._models import Append, ChangeSet
 from .._telemetry import traced_method
 from .._validation import check_aggregate_id, check_commit_id
-from ._cache import Loaded, StateCache
+from ._cache import Known, Loaded, StateCache, landed_in, seen_with
 from ._decider import Decider
 from ._turns import Turns
 
@@ -44,6 +51,8 @@ __all__ = [
 ]
 
 S = TypeVar("S")
+A = TypeVar("A")
+B = TypeVar("B")
 
 logger = logging.getLogger("eventstore_async.domain")
 
@@ -78,6 +87,16 @@ class Repository(Generic[S]):
     def __repr__(self) -> str:
         return f"Repository({self._decider!r}, cached={len(self._cache)})"
 
+    @property
+    def cached_count(self) -> int:
+        """How many aggregates this repository's cache holds (at most ``cache_size``)."""
+        return len(self._cache)
+
+    def cached(self, aggregate_id: str) -> Loaded[S] | None:
+        """The cached state and version of an aggregate, or None (no request; the LRU
+        order is left as it is). For an :class:`Aggregate` class, a copy."""
+        return self._cache.peek(aggregate_id)
+
     async def get(self, aggregate_id: str) -> Loaded[S]:
         """The aggregate's current state and version (0 and ``initial()`` when missing).
 
@@ -93,7 +112,7 @@ class Repository(Generic[S]):
         cached = self._cache.get(aggregate_id)
         loaded = await (self.catch_up(aggregate_id, cached) if cached else self.load(aggregate_id))
         self._cache.put(aggregate_id, loaded)
-        return loaded
+        return Loaded(loaded.state, loaded.version)
 
     @traced_method(
         "execute",
@@ -117,7 +136,18 @@ class Repository(Generic[S]):
             command_id: the command's idempotency key (the change set's commit id). It
                 lands at most once per aggregate: a retry of a command that already landed
                 returns that command's outcome (its change set and the state at its
-                version) instead of writing again.
+                version) instead of writing again, and without calling ``decide`` when
+                the landing is known before deciding: on an uncached aggregate (the
+                load reads the id's commit marker at the same time, one more request
+                and no more wait), or on a cached one whose cache entry saw the landing
+                (committed here, or folded in when catching up; the last
+                ``SEEN_PER_AGGREGATE`` = 8 commit ids per cached aggregate). One case
+                still calls ``decide`` once: a cached aggregate on which another process
+                landed the command before this process cached it (or more than 8
+                change sets ago). Reading the marker there would add a request to every
+                cached command, so ``decide`` runs on the cached state and the
+                transaction's marker condition refuses its events and reveals the
+                landing; those events are discarded and nothing is written.
             max_attempts: decides in all, counting the first (re-decided on conflict).
 
         Returns:
@@ -141,7 +171,7 @@ class Repository(Generic[S]):
     async def _execute(
         self, aggregate_id: str, decide: Callable[[S], Any], command_id: str | None, attempts: int
     ) -> Outcome[S]:
-        current = await self.current(aggregate_id)
+        current: Loaded[S] = await self.current(aggregate_id, command_id)
         for attempt in range(1, attempts + 1):
             try:
                 decision = await self.decide(aggregate_id, decide, current, command_id)
@@ -158,17 +188,24 @@ class Repository(Generic[S]):
                     raise
                 current = await self.catch_up(aggregate_id, current)
                 continue
-            return await self.committed(aggregate_id, decision, change_set)
+            return await self.committed(aggregate_id, decision, change_set, command_id)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- steps, shared with execute_many -------------------------------------------------
 
-    async def current(self, aggregate_id: str) -> Loaded[S]:
-        """The cached state, or the loaded one (no request on a cache hit)."""
+    async def current(self, aggregate_id: str, command_id: str | None = None) -> Known[S]:
+        """The cached state (no request), or the loaded one. With a command id, a load
+        also reads where that id landed (its commit marker), at the same time."""
         cached = self._cache.get(aggregate_id)
         if cached is not None:
-            return _Cached(cached.state, cached.version)
-        return await self.load(aggregate_id)
+            return _Cached(cached.state, cached.version, cached.seen, cached.change_set)
+        if command_id is None:
+            return await self.load(aggregate_id)
+        loaded, version = await _both(
+            partial(self.load, aggregate_id),
+            partial(self._store._landed_version, aggregate_id, command_id),
+        )
+        return replace(loaded, seen=() if version is None else ((command_id, version),))
 
     async def decide(
         self,
@@ -179,9 +216,13 @@ class Repository(Generic[S]):
     ) -> Decision[S]:
         """Run ``decide`` on ``current``. A refusal (an exception, or no events) on a
         cached state is checked against the newer change sets, if any (one Query), so a
-        stale cache never refuses what the stored state allows. If ``decide`` refuses and
-        the command landed before, :class:`AlreadyLanded` carries that outcome."""
+        stale cache never refuses what the stored state allows. When the command is known
+        to have landed, or ``decide`` refuses and it landed before, :class:`AlreadyLanded`
+        carries that outcome (in the first case ``decide`` is not called)."""
         while True:
+            landed = await self.seen_landing(aggregate_id, current, command_id)
+            if landed is not None:
+                raise AlreadyLanded(landed)
             try:
                 events, state = self._decider.run(self._decider.copy_state(current.state), decide)
             except InvalidInputError:
@@ -202,7 +243,17 @@ class Repository(Generic[S]):
                     continue
             return Decision(current, events, state)
 
-    async def _newer(self, aggregate_id: str, current: Loaded[S]) -> Loaded[S] | None:
+    async def seen_landing(
+        self, aggregate_id: str, current: Loaded[S], command_id: str | None
+    ) -> Outcome[S] | None:
+        """The outcome of ``command_id`` if ``current`` saw it land (no request to know;
+        none at all when it is ``current``'s own change set, else reads for it)."""
+        version = landed_in(current, command_id)
+        if version is None:
+            return None
+        return await self.outcome_at(aggregate_id, version, current)
+
+    async def _newer(self, aggregate_id: str, current: Loaded[S]) -> Known[S] | None:
         """For a cached state: the state with newer change sets folded in, if any."""
         if not isinstance(current, _Cached):
             return None
@@ -232,34 +283,58 @@ class Repository(Generic[S]):
         )
 
     async def committed(
-        self, aggregate_id: str, decision: Decision[S], change_set: ChangeSet
+        self,
+        aggregate_id: str,
+        decision: Decision[S],
+        change_set: ChangeSet,
+        command_id: str | None,
     ) -> Outcome[S]:
         """The outcome of a stored change set: this command's, or, when its command id had
-        landed before, that earlier change set's (and the state at its version)."""
+        landed before, that earlier change set's (and the state at its version). With a
+        command id, the cache entry remembers it and keeps the change set."""
         current, events, state = decision.current, decision.events, decision.state
         ours = change_set.version == current.version + 1 and _same(change_set.events, events)
         if not ours:
             state = await self.state_at(aggregate_id, change_set.version, current)
-        self._cache.put(aggregate_id, Loaded(state, change_set.version))
+        seen = _seen(current)
+        kept = None
+        if command_id is not None:
+            seen, kept = seen_with(seen, (change_set,)), change_set
+        self._cache.put(aggregate_id, Known(state, change_set.version, seen, kept))
         await self._snapshot(aggregate_id, change_set.version, state)
         return Outcome(version=change_set.version, state=state, change_set=change_set)
 
     async def landed(
         self, aggregate_id: str, current: Loaded[S], command_id: str | None
     ) -> Outcome[S] | None:
-        """The outcome of ``command_id`` if it landed on this aggregate before (one read)."""
+        """The outcome of ``command_id`` if it landed on this aggregate before: from what
+        ``current`` saw, else from its commit marker (one read)."""
         if command_id is None:
             return None
-        version = await self._store._landed_version(aggregate_id, command_id)
+        version = landed_in(current, command_id)
+        if version is None:
+            version = await self._store._landed_version(aggregate_id, command_id)
         if version is None:
             return None
+        return await self.outcome_at(aggregate_id, version, current)
+
+    async def outcome_at(self, aggregate_id: str, version: int, current: Loaded[S]) -> Outcome[S]:
+        """The outcome of the command that landed at ``version``: the state there and its
+        change set (no request when ``current`` is at that version and keeps it). The
+        cache keeps ``current``, which now knows where the command landed."""
         state = await self.state_at(aggregate_id, version, current)
-        history = await self._store.load(aggregate_id, from_version=version, to_version=version)
-        return Outcome(version=version, state=state, change_set=history.change_sets[0])
+        change_set = current.change_set if isinstance(current, Known) else None
+        if change_set is None or change_set.version != version:
+            history = await self._store.load(aggregate_id, from_version=version, to_version=version)
+            change_set = history.change_sets[0]
+        seen = seen_with(_seen(current), (change_set,))
+        kept = change_set if version == current.version else None
+        self._cache.put(aggregate_id, Known(current.state, current.version, seen, kept))
+        return Outcome(version=version, state=state, change_set=change_set)
 
     # -- reading -----------------------------------------------------------------------
 
-    async def load(self, aggregate_id: str, to_version: int | None = None) -> Loaded[S]:
+    async def load(self, aggregate_id: str, to_version: int | None = None) -> Known[S]:
         """The state from storage: from the newest snapshot of the decider's schema when
         it takes snapshots (two requests), else every change set."""
         decider = self._decider
@@ -269,7 +344,7 @@ class Repository(Generic[S]):
                 aggregate_id, to_version=to_version, snapshot_schema=schema
             )
         except AggregateNotFoundError:
-            return Loaded(decider.initial(), 0)
+            return Known(decider.initial(), 0)
         state = decider.initial()
         if history.snapshot is not None:
             try:
@@ -284,22 +359,24 @@ class Repository(Generic[S]):
                 history = await self._store.load(aggregate_id, to_version=to_version)
         state = decider.fold_stored(state, history.change_sets)
         version = history.version if to_version is None else min(to_version, history.version)
-        return Loaded(state, version)
+        return Known(state, version)
 
     async def catch_up(
         self, aggregate_id: str, current: Loaded[S], to_version: int | None = None
-    ) -> Loaded[S]:
-        """``current`` with the change sets after its version folded in (one Query)."""
+    ) -> Known[S]:
+        """``current`` with the change sets after its version folded in (one Query), and
+        their commit ids added to what it saw."""
         decider = self._decider
-        state, version = decider.copy_state(current.state), current.version
+        state, version, seen = decider.copy_state(current.state), current.version, _seen(current)
         reader = self._store.read(aggregate_id, from_version=version + 1, to_version=to_version)
         try:
             async for change_set in reader:
                 state = decider.fold_stored(state, (change_set,))
                 version = change_set.version
+                seen = seen_with(seen, (change_set,))
         finally:
             await _close(reader)
-        return Loaded(state, version)
+        return Known(state, version, seen)
 
     async def state_at(self, aggregate_id: str, version: int, current: Loaded[S]) -> S:
         """The state at ``version``: from ``current`` when it is not past it, else loaded."""
@@ -341,8 +418,35 @@ class Decision(Generic[S]):
 
 
 @dataclass(frozen=True, slots=True)
-class _Cached(Loaded[S]):
+class _Cached(Known[S]):
     """A state from the cache: other processes may have moved the aggregate since."""
+
+
+def _seen(loaded: Loaded[Any]) -> tuple[tuple[str, int], ...]:
+    return loaded.seen if isinstance(loaded, Known) else ()
+
+
+async def _both(
+    first: Callable[[], Awaitable[A]], second: Callable[[], Awaitable[B]]
+) -> tuple[A, B]:
+    """Await both at once. The first failure cancels the other and is raised as is (not
+    in an exception group), as if they had been awaited one after the other."""
+    results: list[Any] = [None, None]
+    failures: list[Exception] = []
+
+    async def run(index: int, step: Callable[[], Awaitable[Any]], scope: anyio.CancelScope) -> None:
+        try:
+            results[index] = await step()
+        except Exception as exc:
+            failures.append(exc)
+            scope.cancel()
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(run, 0, first, group.cancel_scope)
+        group.start_soon(run, 1, second, group.cancel_scope)
+    if failures:
+        raise failures[0]
+    return results[0], results[1]
 
 
 def _same(stored: tuple[Any, ...], decided: tuple[Any, ...]) -> bool:
