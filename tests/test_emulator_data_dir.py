@@ -17,7 +17,8 @@ from botocore.exceptions import ClientError
 
 from eventstore_async import EventStore, StoreConfig
 from eventstore_async.emulator import Emulator
-from eventstore_async.emulator._journal import FORMAT_NAME, JOURNAL_NAME, Journal
+from eventstore_async.emulator._datadir import DataDir
+from eventstore_async.emulator._journal import FORMAT_NAME, JOURNAL_NAME, Journal, Record
 from eventstore_async.emulator._moto_patches import TESTED_MOTO_VERSIONS
 from eventstore_async.emulator._process import emulator_command
 
@@ -110,7 +111,6 @@ async def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -
         await store.create_schema()
         await store.append("a", [{"n": 1}], expected_version=0)
     journal = tmp_path / JOURNAL_NAME
-    whole = journal.stat().st_size
     with journal.open("ab") as file:
         file.write(b"\x00\x00\x10\x00torn")  # a frame announcing 4 KiB, cut short
     async with (
@@ -118,7 +118,31 @@ async def test_a_torn_last_record_is_dropped_and_the_rest_kept(tmp_path: Path) -
         EventStore(config_for(emu.endpoint_url, token)) as store,
     ):
         assert [cs.version for cs in (await store.load("a")).change_sets] == [1]
-    assert journal.stat().st_size == whole
+        await store.append("a", [{"n": 2}], expected_version=1)  # on the compacted dir
+    async with (
+        Emulator(data_dir=tmp_path) as emu,
+        EventStore(config_for(emu.endpoint_url, token)) as store,
+    ):
+        assert [cs.version for cs in (await store.load("a")).change_sets] == [1, 2]
+
+
+def test_the_journal_truncates_a_torn_tail_and_keeps_the_records_before(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    journal = Journal(path, TESTED_MOTO_VERSIONS[0])
+    records = [Record(at=float(n), environ={"N": str(n)}, body=b"x" * n) for n in range(3)]
+    for record in records:
+        journal.append(record)
+    whole = path.stat().st_size
+    assert journal.size == whole
+    journal.close()
+    with path.open("ab") as file:
+        file.write(b"\x00\x00\x10\x00torn")  # a frame announcing 4 KiB, cut short
+    journal = Journal(path, TESTED_MOTO_VERSIONS[0])
+    try:
+        assert list(journal.records()) == records
+        assert journal.size == whole == path.stat().st_size
+    finally:
+        journal.close()
 
 
 @pytest.mark.anyio
@@ -160,11 +184,11 @@ def test_an_incompatible_data_dir_is_refused_and_left_alone(
 
 
 def test_a_data_dir_in_use_is_refused(tmp_path: Path) -> None:
-    journal = Journal(tmp_path, TESTED_MOTO_VERSIONS[0])  # what a running emulator holds
+    data_dir = DataDir(tmp_path, TESTED_MOTO_VERSIONS[0])  # what a running emulator holds
     try:
         done = run_server(tmp_path)
     finally:
-        journal.close()
+        data_dir.close()
     assert done.returncode == 2
     assert b"in use by another emulator" in done.stderr
 

@@ -1,25 +1,24 @@
-"""The emulator's data directory: a journal of the requests that changed something.
+"""The journal of a data directory: every request that changed something since the snapshot.
 
 Design. With ``--data-dir DIR`` every request that may change state (DynamoDB writes,
 S3 ``PUT``/``POST``/``DELETE``) and succeeded is appended to ``DIR/journal`` and
 ``fsync``-ed *before* its response leaves the server, inside the global lock, so an
 acknowledged write is on disk whatever happens to the process next (``SIGKILL``
-included). At start-up the journal is replayed through moto, in order, before the
-server answers anything: moto is deterministic given the same requests in the same
-order, so tables, items, buckets and objects come back as they were. The few things that
-are not deterministic are carried in the record: its wall-clock time (request tokens
-keep their ten minutes from the original request) and the id moto gave a multipart
-upload (later parts of that upload are replayed under the new id).
+included). At start-up the journal is replayed through moto, in order, on top of the
+snapshot it follows (``_datadir``), before the server answers anything: moto is
+deterministic given the same requests in the same order, so tables, items, buckets and
+objects come back as they were. The few things that are not deterministic are carried in
+the record: its wall-clock time (request tokens keep their ten minutes from the original
+request) and the id moto gave a multipart upload (later parts of that upload are
+replayed under the new id).
 
-Record format: the header line ``{"format": ..., "version": 1, "moto": "5.2.5"}``, then
-records, each a 4-byte big-endian length, a 4-byte CRC-32 and a MessagePack body. A
-record cut short by a crash (it was never acknowledged: the answer waits for ``fsync``)
-is dropped, and the file truncated there, when the journal is opened again. A directory
-written by another format version or another moto is refused, never half-read.
-
-Cost: one ``write`` + ``fsync`` per successful write request (about 1-10 ms on a disk,
-much less on tmpfs), and start-up time proportional to the history, since the journal is
-never compacted (``/moto-api/reset`` empties it). Reads cost nothing extra.
+Record format: the header line ``{"format": ..., "version": 2, "moto": "5.2.5",
+"snapshot": N}`` (``N``: the generation of the snapshot the records apply on top of, 0
+for none), then records, each a 4-byte big-endian length, a 4-byte CRC-32 and a
+MessagePack body. A record cut short by a crash (it was never acknowledged: the answer
+waits for ``fsync``) is dropped, and the file truncated there, when the journal is opened
+again. A journal of format 1 (before snapshots; its header has no ``snapshot``) is read
+as following no snapshot. Another format or another moto is refused, never half-read.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ import re
 import struct
 import time
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -39,7 +38,9 @@ import msgspec
 
 JOURNAL_NAME = "journal"
 FORMAT_NAME = "eventstore-emulator-journal"
-FORMAT_VERSION = 1
+#: The data dir format (journal and snapshot); 1 had a journal only, and is still read.
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 
 _FRAME = struct.Struct(">II")  # length, crc32
 _READ_OPERATIONS = re.compile(r"\.(Get|BatchGet|TransactGet|Query|Scan|Describe|List)")
@@ -49,7 +50,7 @@ _URI_KEYS = ("QUERY_STRING", "RAW_URI", "REQUEST_URI")  # where werkzeug keeps t
 
 
 class DataDirError(RuntimeError):
-    """The data directory cannot be used: another format, another moto, or in use."""
+    """The data directory cannot be used: another format, another moto, damaged, or in use."""
 
 
 class Record(msgspec.Struct, kw_only=True):
@@ -91,40 +92,44 @@ def record_of(environ: dict[str, Any], body: bytes, response: bytes, preserved_k
 
 
 class Journal:
-    """The open journal of a data directory (locked against a second emulator)."""
+    """One open journal file, locked against an emulator of the journal-only format."""
 
-    def __init__(self, directory: Path, moto_version: str) -> None:
-        self.directory = directory
-        self._header = {"format": FORMAT_NAME, "version": FORMAT_VERSION, "moto": moto_version}
-        directory.mkdir(parents=True, exist_ok=True)
-        self._file: IO[bytes] = open(directory / JOURNAL_NAME, "a+b")  # noqa: SIM115
+    def __init__(self, path: Path, moto_version: str) -> None:
+        """Open (or create) the journal at ``path`` and check its header.
+
+        Raises DataDirError when it was written by another format or moto, or when an
+        emulator has it open.
+        """
+        self.path = path
+        self._moto = moto_version
+        self._file: IO[bytes] = open(path, "a+b")  # noqa: SIM115
         try:
             fcntl.flock(self._file.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             self._file.close()
-            raise DataDirError(f"{directory} is in use by another emulator") from None
+            raise DataDirError(f"{path.parent} is in use by another emulator") from None
+        try:
+            self.snapshot = self._open_header()
+        except BaseException:
+            self._file.close()
+            raise
+        self.size = self._file.seek(0, os.SEEK_END)
 
     def close(self) -> None:
         """Release the lock and the file."""
         self._file.close()
 
     def records(self) -> Iterator[Record]:
-        """Check the header, then yield every whole record; drop a torn tail.
-
-        Raises DataDirError when the journal was written by another format or moto.
-        """
+        """Yield every whole record; drop (truncate) a torn tail."""
         self._file.seek(0)
-        first = self._file.readline()
-        if not first:
-            self._write_header()
-            return
-        self._check_header(first)
+        self._file.readline()
         while True:
             start = self._file.tell()
             record = self._read_one()
             if record is None:
                 self._file.truncate(start)  # a record cut short by a crash: never acked
                 self._sync()
+                self.size = start
                 return
             yield record
 
@@ -134,11 +139,16 @@ class Journal:
         self._file.seek(0, os.SEEK_END)
         self._file.write(_FRAME.pack(len(payload), zlib.crc32(payload)) + payload)
         self._sync()
+        self.size += _FRAME.size + len(payload)
 
-    def clear(self) -> None:
-        """Empty the journal (the emulator was reset): only the header stays."""
-        self._file.truncate(0)
-        self._write_header()
+    def _open_header(self) -> int:
+        self._file.seek(0)
+        first = self._file.readline()
+        if first:
+            return check_header(first, self.path, self._moto)
+        self._file.write(header_line(self._moto, snapshot=0))  # a new journal
+        self._sync()
+        return 0
 
     def _read_one(self) -> Record | None:
         frame = self._file.read(_FRAME.size)
@@ -150,32 +160,52 @@ class Journal:
             return None
         return _decoder.decode(payload)
 
-    def _check_header(self, line: bytes) -> None:
-        try:
-            header = json.loads(line)
-        except ValueError:
-            header = None
-        if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
-            raise DataDirError(
-                f"{self.directory / JOURNAL_NAME} is not an emulator journal; "
-                "give --data-dir an empty directory or one the emulator wrote"
-            )
-        if header != self._header:
-            raise DataDirError(
-                f"{self.directory} was written by journal format {header.get('version')} with "
-                f"moto {header.get('moto')}; this emulator writes format {FORMAT_VERSION} with "
-                f"moto {self._header['moto']}. Start it with the versions that wrote it, or "
-                "move the directory aside to start empty"
-            )
-
-    def _write_header(self) -> None:
-        self._file.seek(0, os.SEEK_END)
-        self._file.write(json.dumps(self._header).encode() + b"\n")
-        self._sync()
-
     def _sync(self) -> None:
         self._file.flush()
         os.fsync(self._file.fileno())
+
+
+def header_line(moto_version: str, *, snapshot: int) -> bytes:
+    """The first line of a journal following snapshot generation ``snapshot``."""
+    header = {
+        "format": FORMAT_NAME,
+        "version": FORMAT_VERSION,
+        "moto": moto_version,
+        "snapshot": snapshot,
+    }
+    return json.dumps(header).encode() + b"\n"
+
+
+def check_header(line: bytes, path: Path, moto_version: str) -> int:
+    """The snapshot generation a journal's header names; raise DataDirError if foreign."""
+    try:
+        header = json.loads(line)
+    except ValueError:
+        header = None
+    if not isinstance(header, dict) or header.get("format") != FORMAT_NAME:
+        raise DataDirError(
+            f"{path} is not an emulator journal; "
+            "give --data-dir an empty directory or one the emulator wrote"
+        )
+    version, moto, snapshot = header.get("version"), header.get("moto"), header.get("snapshot", 0)
+    if version not in READABLE_VERSIONS or moto != moto_version:
+        raise DataDirError(
+            f"{path.parent} was written by journal format {version} with moto {moto}; this "
+            f"emulator reads formats {', '.join(map(str, READABLE_VERSIONS))} with moto "
+            f"{moto_version}. Start it with the versions that wrote it, or move the "
+            "directory aside to start empty"
+        )
+    if not isinstance(snapshot, int) or snapshot < 0 or (version == 1 and snapshot != 0):
+        raise DataDirError(f"{path} has a damaged header: {line[:200]!r}")
+    return snapshot
+
+
+def write_new_journal(path: Path, moto_version: str, *, snapshot: int) -> None:
+    """Write (and fsync) a journal with no records that follows ``snapshot``."""
+    with open(path, "wb") as file:
+        file.write(header_line(moto_version, snapshot=snapshot))
+        file.flush()
+        os.fsync(file.fileno())
 
 
 class UploadIds:
@@ -210,7 +240,12 @@ class UploadIds:
 Replayer = Callable[[Record, dict[str, str]], tuple[int, bytes]]
 
 
-def replay(journal: Journal, serve: Replayer, pin_clock: Callable[[float | None], None]) -> int:
+def replay(
+    records: Iterable[Record],
+    where: Path,
+    serve: Replayer,
+    pin_clock: Callable[[float | None], None],
+) -> int:
     """Replay every record through ``serve``; return how many.
 
     ``pin_clock(at)`` makes the request-token clock read the record's time while it is
@@ -220,7 +255,7 @@ def replay(journal: Journal, serve: Replayer, pin_clock: Callable[[float | None]
     uploads = UploadIds()
     count = 0
     try:
-        for count, record in enumerate(journal.records(), start=1):
+        for count, record in enumerate(records, start=1):
             pin_clock(record.at)
             status, response = serve(record, uploads.rewrite(record.environ))
             if not 200 <= status < 300:
@@ -228,7 +263,7 @@ def replay(journal: Journal, serve: Replayer, pin_clock: Callable[[float | None]
                     f"{record.environ.get('REQUEST_METHOD')} {record.environ.get('PATH_INFO')}"
                 )
                 raise DataDirError(
-                    f"{journal.directory}: journal record {count} ({operation}) succeeded "
+                    f"{where}: journal record {count} ({operation}) succeeded "
                     f"when it was written but fails on replay (HTTP {status}: "
                     f"{response[:200]!r}); refusing to start on a partial state"
                 )

@@ -61,15 +61,19 @@ class Emulator:
         startup_timeout: float = DEFAULT_STARTUP_TIMEOUT,
         stop_timeout: float = DEFAULT_STOP_TIMEOUT,
         data_dir: str | os.PathLike[str] | None = None,
+        compact_journal_bytes: int | None = None,
     ) -> None:
         """Configure the emulator; ``port=0`` lets the OS pick a free port.
 
         ``data_dir``: keep the state in this directory across restarts (see
         ``python -m eventstore_async.emulator --help``); None keeps it in memory only.
+        ``compact_journal_bytes``: the journal size at which a running emulator compacts
+        its data dir (None: the server's default, 64 MiB).
         """
         self.port = port
         self.host = host
         self.data_dir = data_dir
+        self.compact_journal_bytes = compact_journal_bytes
         self.startup_timeout = startup_timeout
         self.stop_timeout = stop_timeout
         self._process: Process | None = None
@@ -112,7 +116,11 @@ class Emulator:
         try:
             process = await anyio.open_process(
                 emulator_command(
-                    self.port, host=self.host, stop_on_stdin_eof=True, data_dir=self.data_dir
+                    self.port,
+                    host=self.host,
+                    stop_on_stdin_eof=True,
+                    data_dir=self.data_dir,
+                    compact_journal_bytes=self.compact_journal_bytes,
                 ),
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -227,12 +235,15 @@ def emulator_command(
     host: str = DEFAULT_HOST,
     stop_on_stdin_eof: bool = False,
     data_dir: str | os.PathLike[str] | None = None,
+    compact_journal_bytes: int | None = None,
 ) -> list[str]:
     """The command line that starts the emulator server with this interpreter."""
     command = [sys.executable, "-m", "eventstore_async.emulator", "--host", host]
     command += ["--port", str(port)]
     if stop_on_stdin_eof:
         command.append("--stop-on-stdin-eof")
+    if compact_journal_bytes is not None:
+        command += ["--compact-journal-bytes", str(compact_journal_bytes)]
     if data_dir is not None:
         command += ["--data-dir", os.fspath(data_dir)]
     return command

@@ -13,11 +13,18 @@ import os
 import signal
 import sys
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol
+
+from eventstore_async.emulator._state import DEFAULT_COMPACT_BYTES
+
+if TYPE_CHECKING:
+    from eventstore_async.emulator._datadir import DataDir
+    from eventstore_async.emulator._state import EmulatorState
 
 # WSGI types, spelled out so this module does not depend on typeshed's private _typeshed.wsgi.
 Environ = dict[str, Any]
@@ -142,29 +149,50 @@ def disable_model_tracking() -> None:
     )
 
 
-def build_app(data_dir: Path | None = None) -> SerializedWSGIApp:
+def build_app(
+    data_dir: Path | None = None, compact_bytes: int | None = DEFAULT_COMPACT_BYTES
+) -> SerializedWSGIApp:
     """Build moto's multi-service WSGI app (DynamoDB, S3, ...) behind the global lock.
 
-    With ``data_dir`` the state journaled there is replayed first, and every change is
-    journaled from then on (``_journal``). Raises UntestedMotoError (from
-    ``_moto_patches``) when the installed moto is not one the emulator's changes to it
-    were tested with, and DataDirError when the data dir cannot be used.
+    With ``data_dir`` the state kept there (snapshot, then journal) is restored first,
+    and every change is journaled from then on (``_datadir``); ``compact_bytes`` is when
+    to compact (``EmulatorState``). Raises UntestedMotoError (from ``_moto_patches``)
+    when the installed moto is not one the emulator's changes to it were tested with,
+    and DataDirError when the data dir cannot be used.
     """
-    from eventstore_async.emulator._journal import Journal
+    from eventstore_async.emulator._datadir import DataDir
     from eventstore_async.emulator._moto_patches import apply_patches, check_moto_version
     from eventstore_async.emulator._state import EmulatorState
 
     moto_version = check_moto_version()
-    state = EmulatorState(None if data_dir is None else Journal(data_dir, moto_version))
+    opened = None if data_dir is None else DataDir(data_dir, moto_version)
+    state = EmulatorState(opened, compact_bytes)
     apply_patches(state.tokens)
     from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 
     disable_model_tracking()
     app = DomainDispatcherApplication(create_backend_app)
+    started = time.perf_counter()
     restored = state.restore(app)
-    if data_dir is not None:
-        print(f"restored {restored} journaled requests from {data_dir}", file=sys.stderr)
+    if opened is not None:
+        _report_restore(opened, restored, started, state)
     return SerializedWSGIApp(app, state)
+
+
+def _report_restore(opened: DataDir, replayed: int, started: float, state: EmulatorState) -> None:
+    """Compact after the restore if due, and say on stderr what both took."""
+    generation, restored = opened.generation, time.perf_counter()
+    compacted = state.compact_after_restore(replayed)
+    message = (
+        f"restored {opened.directory}: snapshot generation {generation} and {replayed} "
+        f"journaled requests in {restored - started:.2f} s"
+    )
+    if compacted:
+        message += (
+            f"; compacted into snapshot generation {opened.generation} in "
+            f"{time.perf_counter() - restored:.2f} s"
+        )
+    print(message, file=sys.stderr)
 
 
 def format_url(host: str, port: int) -> str:
@@ -213,7 +241,21 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="keep tables, items and objects in this directory across restarts (a journal "
-        "fsync-ed before each write is acknowledged); default: memory only",
+        "fsync-ed before each write is acknowledged, compacted into a snapshot); default: "
+        "memory only",
+    )
+    parser.add_argument(
+        "--compact-journal-bytes",
+        type=_positive_int,
+        default=DEFAULT_COMPACT_BYTES,
+        help="with --data-dir: snapshot the state and start an empty journal when the "
+        "journal passes this size (and at start-up when it holds any write); default "
+        "%(default)s",
+    )
+    parser.add_argument(
+        "--no-compact",
+        action="store_true",
+        help="with --data-dir: never compact; start-up replays the whole history",
     )
     parser.add_argument("--verbose", action="store_true", help="log every request to stderr")
     parser.add_argument(
@@ -222,6 +264,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="also shut down when stdin reaches EOF (i.e. the parent process went away)",
     )
     return parser.parse_args(argv)
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -250,8 +299,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from eventstore_async.emulator._moto_patches import UntestedMotoError
 
     try:
-        app = build_app(args.data_dir)
-    except (UntestedMotoError, DataDirError) as exc:
+        app = build_app(args.data_dir, None if args.no_compact else args.compact_journal_bytes)
+    except (UntestedMotoError, DataDirError, OSError) as exc:
         print(f"eventstore_async.emulator: {exc}", file=sys.stderr)
         return 2
     from moto.moto_server.werkzeug_app import MotoRequestHandler

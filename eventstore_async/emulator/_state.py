@@ -1,9 +1,12 @@
-"""What the emulator keeps beside moto: request tokens, and the journal of a data dir.
+"""What the emulator keeps beside moto: request tokens, and its data dir.
 
 :class:`EmulatorState` observes every request the server serves (inside its lock): a
-reset forgets the tokens and empties the journal; a successful request that changed
-something is journaled (with ``--data-dir``). :meth:`EmulatorState.restore` replays the
-journal through the app at start-up.
+reset forgets the tokens and empties the data dir; a successful request that changed
+something is journaled (with ``--data-dir``), and when the journal has grown past
+``compact_bytes`` the state is compacted into a new snapshot. :meth:`EmulatorState.restore`
+loads the snapshot and replays the journal at start-up;
+:meth:`EmulatorState.compact_after_restore` then compacts when the journal held anything,
+so the next start-up reads one snapshot instead of the whole history.
 """
 
 from __future__ import annotations
@@ -14,7 +17,15 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from eventstore_async.emulator._journal import Journal, Record, changes_state, record_of, replay
+from eventstore_async.emulator import _moto_state
+from eventstore_async.emulator._datadir import DataDir
+from eventstore_async.emulator._journal import (
+    DataDirError,
+    Record,
+    changes_state,
+    record_of,
+    replay,
+)
 from eventstore_async.emulator._tokens import RequestTokens
 
 Environ = dict[str, Any]
@@ -23,6 +34,8 @@ WSGIApp = Callable[[Environ, Callable[..., Any]], Iterable[bytes]]
 RESET_PATH = "/moto-api/reset"
 # moto's environ key for the original spelling of header names (moto.core.request)
 PRESERVED_HEADERS_KEY = "moto.preserved_header_names"
+#: Compact a running emulator's journal when it passes this size (64 MiB).
+DEFAULT_COMPACT_BYTES = 64 * 1024 * 1024
 
 
 class ReplayClock:
@@ -39,31 +52,88 @@ class ReplayClock:
 
 
 class EmulatorState:
-    """Request tokens and, with a data dir, the journal; see the module docstring."""
+    """Request tokens and, with a data dir, its journal and snapshot; see the module docstring.
 
-    def __init__(self, journal: Journal | None = None) -> None:
+    ``compact_bytes``: compact when the journal passes this size while serving, and at
+    start-up when it holds any record; None never compacts (the journal keeps the whole
+    history, as before snapshots existed).
+    """
+
+    def __init__(
+        self, data_dir: DataDir | None = None, compact_bytes: int | None = DEFAULT_COMPACT_BYTES
+    ) -> None:
         self.clock = ReplayClock()
         self.tokens = RequestTokens(clock=self.clock)
-        self.journal = journal
+        self.data_dir = data_dir
+        self.compact_bytes = compact_bytes
 
     def served(self, environ: Environ, request_body: bytes, status: int, body: bytes) -> None:
-        """Forget everything on a reset; journal a successful change."""
+        """Forget everything on a reset; journal a successful change; compact when due."""
         if environ.get("PATH_INFO") == RESET_PATH and environ.get("REQUEST_METHOD") == "POST":
             self.tokens.clear()
-            if self.journal is not None:
-                self.journal.clear()
+            if self.data_dir is not None:
+                self.data_dir.compact(_moto_state.capture(self.tokens))  # the empty state
             return
-        if self.journal is not None and 200 <= status < 300 and changes_state(environ):
-            self.journal.append(record_of(environ, request_body, body, PRESERVED_HEADERS_KEY))
+        if self.data_dir is not None and 200 <= status < 300 and changes_state(environ):
+            self.data_dir.append(record_of(environ, request_body, body, PRESERVED_HEADERS_KEY))
+            if self.compact_bytes is not None and self.data_dir.journal.size > self.compact_bytes:
+                self._compact_while_serving()
 
     def restore(self, app: WSGIApp) -> int:
-        """Replay the journal through ``app`` (before serving); return how many records.
+        """Load the snapshot and replay the journal through ``app`` (before serving).
 
-        Raises DataDirError when the journal is not this emulator's or does not replay.
+        Returns how many journal records were replayed. Raises DataDirError when the
+        data dir is not this emulator's, is damaged or does not replay.
         """
-        if self.journal is None:
+        data_dir = self.data_dir
+        if data_dir is None:
             return 0
-        return replay(self.journal, lambda record, env: _serve(app, record, env), self.clock.pin)
+        body = data_dir.snapshot_body()
+        if body is not None:
+            try:
+                _moto_state.restore(body, self.tokens)
+            except ValueError as exc:
+                raise DataDirError(f"{data_dir.directory}: {exc}") from exc
+        return replay(
+            data_dir.records(),
+            data_dir.journal.path,
+            lambda record, env: _serve(app, record, env),
+            self.clock.pin,
+        )
+
+    def compact_after_restore(self, replayed: int) -> bool:
+        """Compact when ``replayed`` records were replayed; True if it did.
+
+        Also finishes a compaction a crash cut short. Raises OSError when the disk fails.
+        """
+        if self.data_dir is None:
+            return False
+        if self.compact_bytes is not None and replayed and self.compact():
+            return True
+        if self.data_dir.journal_included:
+            self.data_dir.start_new_journal()
+        return False
+
+    def _compact_while_serving(self) -> None:
+        """Compact; a disk failure does not fail the request that was already journaled."""
+        try:
+            self.compact()
+        except OSError as exc:
+            print(f"eventstore_async.emulator: compaction failed: {exc!r}", file=sys.stderr)
+
+    def compact(self) -> bool:
+        """Snapshot the state and start an empty journal; False if moto's state cannot be.
+
+        Raises OSError when the disk fails (see ``DataDir.compact``).
+        """
+        assert self.data_dir is not None
+        try:
+            body = _moto_state.capture(self.tokens)
+        except _moto_state.StateNotCaptured as exc:
+            print(f"eventstore_async.emulator: {exc}; keeping the journal", file=sys.stderr)
+            return False
+        self.data_dir.compact(body)
+        return True
 
 
 def _serve(app: WSGIApp, record: Record, environ: dict[str, str]) -> tuple[int, bytes]:

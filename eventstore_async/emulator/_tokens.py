@@ -72,6 +72,16 @@ class RequestTokens:
         """Forget every token (the emulator's reset)."""
         self._known.clear()
 
+    def entries(self) -> list[tuple[str, str, float]]:
+        """The live tokens as ``(token, digest, time remembered)``, oldest first."""
+        self._expire()
+        return [(token, digest, at) for token, (digest, at) in self._known.items()]
+
+    def load(self, entries: list[tuple[str, str, float]]) -> None:
+        """Remember ``entries`` (from :meth:`entries`) in place of what is known."""
+        self._known = OrderedDict((token, (digest, at)) for token, digest, at in entries)
+        self._expire()
+
     def _expire(self) -> None:
         horizon = self._clock() - self._ttl
         while self._known:
