@@ -18,12 +18,13 @@ import pytest
 from botocore.exceptions import ClientError
 
 from eventstore_async import EventStore, StoreConfig
-from eventstore_async.emulator import Emulator
+from eventstore_async.emulator import Emulator, _moto_state
 from eventstore_async.emulator._datadir import DataDir
 from eventstore_async.emulator._journal import JOURNAL_NAME, DataDirError, Record
 from eventstore_async.emulator._moto_patches import TESTED_MOTO_VERSIONS
 from eventstore_async.emulator._process import emulator_command
 from eventstore_async.emulator._snapshot import SNAPSHOT_NAME
+from eventstore_async.emulator._state import EmulatorState
 
 HERE = Path(__file__).resolve().parent
 FORMAT_1_DIR = HERE / "golden" / "emulator-data-dir-v1"
@@ -196,19 +197,17 @@ async def test_a_format_1_data_dir_opens_and_is_compacted(tmp_path: Path) -> Non
     directory = tmp_path / "data"
     shutil.copytree(FORMAT_1_DIR, directory)  # written by the emulator before snapshots
     assert header(directory / JOURNAL_NAME)["version"] == 1
-    for _ in range(2):
-        async with (
-            Emulator(data_dir=directory) as emu,
-            EventStore(config_for(emu.endpoint_url, "v1-events")) as store,
-        ):
-            first = await store.load("order-1")
-            assert [list(cs.events) for cs in first.change_sets] == [
-                [{"placed": 1}],
-                [{"paid": 2, "pad": "p" * 6000}],  # offloaded to S3
-            ]
-            assert [list(cs.events) for cs in (await store.load("order-2")).change_sets] == [
-                [{"placed": 3}]
-            ]
+    async with (
+        Emulator(data_dir=directory) as emu,
+        EventStore(config_for(emu.endpoint_url, "v1-events")) as store,
+    ):
+        first = await store.load("order-1")
+        assert [list(cs.events) for cs in first.change_sets] == [
+            [{"placed": 1}],
+            [{"paid": 2, "pad": "p" * 6000}],  # offloaded to S3
+        ]
+        second = await store.load("order-2")
+        assert [list(cs.events) for cs in second.change_sets] == [[{"placed": 3}]]
     assert header(directory / JOURNAL_NAME)["version"] == 2
     assert header(directory / JOURNAL_NAME)["snapshot"] == 1
     assert header(directory / SNAPSHOT_NAME)["generation"] == 1
@@ -344,3 +343,30 @@ def test_a_failed_journal_rename_refuses_appends_and_the_snapshot_holds_the_jour
         assert list(again.records()) == [record(3)]
     finally:
         again.close()
+
+
+def test_a_compaction_that_cannot_capture_the_state_waits_for_more_journal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    captures: list[int] = []
+
+    def capture(tokens: Any) -> bytes:
+        captures.append(state_dir.journal.size)
+        raise _moto_state.StateNotCaptured("moto's state cannot be snapshotted: test")
+
+    monkeypatch.setattr(_moto_state, "capture", capture)
+    state_dir = DataDir(tmp_path, MOTO)
+    state = EmulatorState(state_dir, compact_bytes=1000)
+    environ = {"REQUEST_METHOD": "PUT", "PATH_INFO": "/bucket/key"}
+    sizes = []
+    try:
+        while len(captures) < 2:
+            state.served(environ, b"x" * 300, 200, b"")  # an S3 PUT: journaled
+            sizes.append(state_dir.journal.size)
+    finally:
+        state_dir.close()
+    first, second = captures
+    assert first > 1000 >= sizes[sizes.index(first) - 1]  # as soon as it passed the size
+    assert second > first + 1000 >= sizes[-2]  # not before another 1000 bytes
+    assert "keeping the journal" in capsys.readouterr().err
+    assert not (tmp_path / SNAPSHOT_NAME).exists()

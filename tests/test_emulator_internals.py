@@ -122,6 +122,22 @@ def test_a_token_is_forgotten_after_ten_minutes() -> None:
     assert len(tokens) == 1
 
 
+def test_tokens_carried_in_a_snapshot_keep_their_time_and_expire_from_it() -> None:
+    clock = FakeClock()
+    written = RequestTokens(clock=clock)
+    written.remember("old", "d1")
+    clock.now += 300
+    written.remember("young", "d2")
+    entries = written.entries()
+    assert entries == [("old", "d1", 1000.0), ("young", "d2", 1300.0)]
+    clock.now += 300.5  # the restart: "old" is past its ten minutes, "young" is not
+    read = RequestTokens(clock=clock)
+    read.load(entries)
+    assert read.entries() == [("young", "d2", 1300.0)]
+    assert read.check("young", "d2") == "replay"
+    assert read.check("old", "d1") == "new"
+
+
 def test_the_digest_ignores_the_token_and_key_order_and_sees_bytes() -> None:
     a = parameters_digest({"A": 1, "B": {"B": b"\x00"}, "ClientRequestToken": "x"})
     b = parameters_digest({"B": {"B": b"\x00"}, "A": 1, "ClientRequestToken": "y"})

@@ -19,6 +19,10 @@ every acknowledged write:
 Compaction runs inside the server's global lock (or before serving), so no write is
 acknowledged between the snapshot and the new journal. Any other pairing of generations
 (a journal following a snapshot that is missing or older) is refused, never half-read.
+
+Cost: a compaction pickles the whole state in memory and writes it (0.4 s for 10,500
+items and 7.4 MB on a busy 2-core machine), during which requests wait; start-up reads
+the snapshot whole (1.2 s for the same, instead of 7.3 s replaying its 914 requests).
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ class EmulatorState:
         self.tokens = RequestTokens(clock=self.clock)
         self.data_dir = data_dir
         self.compact_bytes = compact_bytes
+        # the journal size that triggers the next compaction (further after a failed one)
+        self._compact_at = compact_bytes or 0
 
     def served(self, environ: Environ, request_body: bytes, status: int, body: bytes) -> None:
         """Forget everything on a reset; journal a successful change; compact when due."""
@@ -76,8 +78,8 @@ class EmulatorState:
             return
         if self.data_dir is not None and 200 <= status < 300 and changes_state(environ):
             self.data_dir.append(record_of(environ, request_body, body, PRESERVED_HEADERS_KEY))
-            if self.compact_bytes is not None and self.data_dir.journal.size > self.compact_bytes:
-                self._compact_while_serving()
+            if self.compact_bytes is not None and self.data_dir.journal.size > self._compact_at:
+                self._compact_while_serving(self.compact_bytes)
 
     def restore(self, app: WSGIApp) -> int:
         """Load the snapshot and replay the journal through ``app`` (before serving).
@@ -114,12 +116,18 @@ class EmulatorState:
             self.data_dir.start_new_journal()
         return False
 
-    def _compact_while_serving(self) -> None:
-        """Compact; a disk failure does not fail the request that was already journaled."""
+    def _compact_while_serving(self, compact_bytes: int) -> None:
+        """Compact; a failure does not fail the request that was already journaled.
+
+        After a failure the next try waits for another ``compact_bytes`` of journal.
+        """
+        assert self.data_dir is not None
         try:
-            self.compact()
+            compacted = self.compact()
         except OSError as exc:
             print(f"eventstore_async.emulator: compaction failed: {exc!r}", file=sys.stderr)
+            compacted = False
+        self._compact_at = compact_bytes + (0 if compacted else self.data_dir.journal.size)
 
     def compact(self) -> bool:
         """Snapshot the state and start an empty journal; False if moto's state cannot be.
