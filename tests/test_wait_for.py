@@ -48,7 +48,7 @@ async def test_wait_for_returns_once_the_read_model_has_the_change(
     earlier = ChangeSet(
         aggregate_id="order-0", version=1, commit_id="x", timestamp=again.timestamp, events=()
     )
-    await store.wait_for(name, earlier, timeout=5)  # long since checkpointed
+    await store.wait_for(name, earlier, timeout=30)  # long since checkpointed: at once
 
 
 async def project_orders(store: EventStore, name: str, mode: str, seen: list[str]) -> None:

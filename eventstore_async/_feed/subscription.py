@@ -7,7 +7,9 @@ slows the reads, never memory. Delivery is at least once: what was delivered aft
 the last checkpoint is delivered again to the next consumer. Leaving normally saves
 what the consumer acknowledged: every change set delivered before the last one handed
 out (the last may be the one it broke on, unprocessed). Each shard's entries
-come in position order, so an aggregate's change sets come in version order.
+come in position order, so an aggregate's change sets come in version order. A
+filtered subscription caught up past skipped entries saves its checkpoint past them by
+itself (``skipped.py``), so ``wait_for`` a skipped change set returns.
 
 One consumer per name at a time: a lease (owner, expiry) in the checkpoint item,
 renewed in the background. A second consumer waits until the lease is released or
