@@ -78,6 +78,7 @@ from ._write.batch import check_append, check_batch
 from ._write.markers import landed_version
 from ._write.snapshots import SnapshotWriter, check_keep, check_schema
 from ._write.writer import ChangeSetWriter
+from .domain._access import StoreAccess
 from .domain._aggregate import Aggregate
 from .domain._commands import Commands, DeciderLike
 from .domain._decider import Decider
@@ -163,7 +164,10 @@ class EventStore:
         self._state = _State.UNOPENED
         self._in_flight = 0
         self._idle = anyio.Event()
-        self._commands = Commands(self)
+        access = StoreAccess(
+            self, self._append_commands, self._landed_version, self._codec.register_if_absent
+        )
+        self._commands = Commands(access)  # the command layer's own seam into the store
         self._wire_payloads()
 
     def _wire_payloads(self) -> None:

@@ -9,8 +9,8 @@ functions count too.
 
 And only the facade (``_store.py``) touches an ``EventStore``'s private attributes:
 the CLI, the benchmarks and the tests go through its public API and the
-``EventStore(config, backend=...)`` seam of ``eventstore_async.testing`` (the few
-reads still without a seam are listed in ``NOT_YET``).
+``EventStore(config, backend=...)`` seam of ``eventstore_async.testing``, and the
+command layer (``domain/``) through the ``StoreAccess`` the store hands it.
 """
 
 from __future__ import annotations
@@ -113,15 +113,6 @@ def test_the_memory_backend_does_not_import_the_aws_backend() -> None:
 
 # -- a store's private attributes ---------------------------------------------------------
 
-#: Reads of a store's privates that have no seam yet: the command layer's marked appends,
-#: commit-marker reads and state-type registration. Nothing may join this list; an entry
-#: goes once its module has a seam.
-NOT_YET = {
-    ("eventstore_async/domain/_commands.py", "_codec"),
-    ("eventstore_async/domain/_repository.py", "_append_commands"),
-    ("eventstore_async/domain/_repository.py", "_landed_version"),
-}
-
 
 def _private(name: str) -> bool:
     return name.startswith("_") and not name.startswith("__")
@@ -223,6 +214,5 @@ def test_only_the_facade_touches_a_store_s_privates() -> None:
         for name, path in code_files().items()
         if path != FACADE
         for line, attribute in private_store_reads(path.read_text(encoding="utf-8"), privates)
-        if (name, attribute) not in NOT_YET
     )
     assert offenders == []

@@ -25,7 +25,7 @@ from ._repository import (
 from ._turns import Turns
 
 if TYPE_CHECKING:
-    from .._store import EventStore
+    from ._access import StoreAccess
 
 __all__ = ["Commands"]
 
@@ -35,8 +35,8 @@ DeciderLike = Decider[Any] | type
 class Commands:
     """What ``EventStore.repository`` and ``EventStore.execute_many`` delegate to."""
 
-    def __init__(self, store: EventStore) -> None:
-        self._store = store
+    def __init__(self, access: StoreAccess) -> None:
+        self._access = access
         self._turns = Turns()
         self._repositories: dict[int, tuple[Decider[Any], Repository[Any]]] = {}
 
@@ -47,8 +47,8 @@ class Commands:
         if known is not None and known[0] is checked:
             return known[1]
         for state_type in checked.state_types():  # a registration of the user's stands
-            self._store._codec.register_if_absent(state_type)
-        repository = Repository(self._store, checked, self._turns)
+            self._access.register_state(state_type)
+        repository = Repository(self._access, checked, self._turns)
         self._repositories[id(checked)] = (checked, repository)
         return repository
 
@@ -64,7 +64,7 @@ class Commands:
         command_id = check_command_id(command_id)
         attempts = check_attempts(max_attempts)
         async with self._turns.hold(repositories):
-            return await _Batch(repositories, decides, command_id).run(self._store, attempts)
+            return await _Batch(repositories, decides, command_id).run(self._access, attempts)
 
     def _check_many(
         self,
@@ -104,7 +104,7 @@ class _Batch:
         self._decides = {check_aggregate_id(key): value for key, value in decides.items()}
         self._command_id = command_id
 
-    async def run(self, store: EventStore, attempts: int) -> dict[str, Outcome[Any]]:
+    async def run(self, access: StoreAccess, attempts: int) -> dict[str, Outcome[Any]]:
         command_id = self._command_id
         current: dict[str, Loaded[Any]] = {
             i: await r.current(i, command_id) for i, r in self._repositories.items()
@@ -131,7 +131,7 @@ class _Batch:
                     for i, r in self._repositories.items()
                 }
             try:
-                stored = await self._append(store, appends)
+                stored = await self._append(access, appends)
             except ConcurrencyError as exc:
                 if attempt == attempts:
                     raise
@@ -142,10 +142,10 @@ class _Batch:
             return await self._outcomes(current, decided, {c.aggregate_id: c for c in stored})
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _append(self, store: EventStore, appends: list[Append]) -> list[ChangeSet]:
+    async def _append(self, access: StoreAccess, appends: list[Append]) -> list[ChangeSet]:
         """One transaction; a bad entry is named by its aggregate (``decides['a'].events``)."""
         try:
-            return await append_commands(store, appends, self._command_id)
+            return await append_commands(access, appends, self._command_id)
         except InvalidInputError as exc:
             match = re.match(r"appends\[(\d+)\]\.", exc.argument)
             if match is None:

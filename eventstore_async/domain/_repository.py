@@ -37,7 +37,7 @@ from ._decider import Decider
 from ._turns import Turns
 
 if TYPE_CHECKING:
-    from .._store import EventStore
+    from ._access import StoreAccess
 
 __all__ = [
     "AlreadyLanded",
@@ -74,8 +74,9 @@ class Repository(Generic[S]):
     decider on the same store.
     """
 
-    def __init__(self, store: EventStore, decider: Decider[S], turns: Turns) -> None:
-        self._store = store
+    def __init__(self, access: StoreAccess, decider: Decider[S], turns: Turns) -> None:
+        self._access = access
+        self._store = access.store
         self._decider = decider
         self._turns = turns
         self._cache: StateCache[S] = StateCache(decider.cache_size, decider.copy_state)
@@ -182,7 +183,7 @@ class Repository(Generic[S]):
                 return await self.nothing_decided(aggregate_id, current, command_id)
             append = self.append_of(aggregate_id, decision.events, current.version, command_id)
             try:
-                (change_set,) = await append_commands(self._store, [append], command_id)
+                (change_set,) = await append_commands(self._access, [append], command_id)
             except ConcurrencyError:
                 if attempt == attempts:
                     raise
@@ -203,7 +204,7 @@ class Repository(Generic[S]):
             return await self.load(aggregate_id)
         loaded, version = await _both(
             partial(self.load, aggregate_id),
-            partial(self._store._landed_version, aggregate_id, command_id),
+            partial(self._access.landed_version, aggregate_id, command_id),
         )
         return replace(loaded, seen=() if version is None else ((command_id, version),))
 
@@ -313,7 +314,7 @@ class Repository(Generic[S]):
             return None
         version = landed_in(current, command_id)
         if version is None:
-            version = await self._store._landed_version(aggregate_id, command_id)
+            version = await self._access.landed_version(aggregate_id, command_id)
         if version is None:
             return None
         return await self.outcome_at(aggregate_id, version, current)
@@ -464,12 +465,12 @@ class AlreadyLanded(Exception):
 
 
 async def append_commands(
-    store: EventStore, appends: Sequence[Append], command_id: str | None
+    access: StoreAccess, appends: Sequence[Append], command_id: str | None
 ) -> list[ChangeSet]:
     """Append through ``append_many``'s path; with a command id each entry also writes
     its commit marker. One entry's bad events are named as ``decide``'s (``events[2]``),
     a batch's as ``appends[i].events[2]``."""
-    return await store._append_commands(appends, marked=command_id is not None)
+    return await access.append_commands(appends, marked=command_id is not None)
 
 
 async def _close(reader: Any) -> None:
