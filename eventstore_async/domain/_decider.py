@@ -42,7 +42,10 @@ class Decider(Generic[S]):
         snapshot_schema: the snapshots' state schema; change it when the state's shape
             changes, and older snapshots are ignored.
         cache_size: keep the ``(version, state)`` of this many aggregates in the
-            process (least recently used evicted); 0 keeps none.
+            process (least recently used evicted); 0 keeps none. Each entry also
+            remembers the commit ids of the last 8 change sets it saw, so a retried
+            command id is answered without calling ``decide`` (see
+            :meth:`Repository.execute`).
 
     Raises:
         InvalidInputError: an argument is not acceptable.
