@@ -243,11 +243,16 @@ async def test_a_retry_that_would_now_refuse_is_not_refused(make_store: StoreFac
 # -- execute_many ----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("cache_size", [0, 16], ids=["uncached", "cached"])
+@pytest.mark.parametrize(
+    ("cache_size", "elsewhere"),
+    [(0, False), (0, True), (16, False)],
+    ids=["uncached", "uncached-another-store", "cached"],
+)
 async def test_a_retried_transfer_does_not_decide(
-    make_store: StoreFactory, cache_size: int
+    make_store: StoreFactory, cache_size: int, elsewhere: bool
 ) -> None:
     store = await make_store(types=EVENT_TYPES)
+    retrier = await make_store(types=EVENT_TYPES) if elsewhere else store
     accounts = account_decider(cache_size=cache_size)
     repo = store.repository(accounts)
     for name in ("a", "b"):
@@ -256,7 +261,7 @@ async def test_a_retried_transfer_does_not_decide(
     first = await store.execute_many(
         {"a": withdraw(10), "b": deposit(10)}, deciders=accounts, command_id="t-1"
     )
-    decides = {"a": Counted(withdraw(10)), "b": Counted(deposit(10))}
-    again = await store.execute_many(decides, deciders=accounts, command_id="t-1")
+    decides = {"a": Counted(withdraw(10)), "b": Counted(deposit(10))}  # "a": an overdraft now
+    again = await retrier.execute_many(decides, deciders=accounts, command_id="t-1")
     assert [d.calls for d in decides.values()] == [0, 0]
     assert again == first
