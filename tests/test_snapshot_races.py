@@ -83,10 +83,17 @@ class HookedBackend:
 
 
 @asynccontextmanager
-async def hooked(store: EventStore, objects: Any = None, **hooks: Any) -> AsyncIterator[EventStore]:
-    """A second store on ``store``'s storage whose backend calls go through hooks."""
+async def hooked(
+    store: EventStore, objects: Any = None, *, deadline: float | None = None, **hooks: Any
+) -> AsyncIterator[EventStore]:
+    """A second store on ``store``'s storage whose backend calls go through hooks, with
+    its own ``append_deadline_seconds`` if given (the set-up appends keep the default:
+    a busy machine's append may take longer than a test's short deadline)."""
     backend = HookedBackend(backend_of(store), objects, **hooks)
-    async with EventStore(store.config, backend=backend) as other:
+    config = store.config
+    if deadline is not None:
+        config = config.replace(append_deadline_seconds=deadline)
+    async with EventStore(config, backend=backend) as other:
         yield other
 
 
@@ -486,14 +493,14 @@ async def test_a_landed_save_overwritten_before_its_retry_commits_a_fresh_object
 async def test_a_save_without_an_answer_ends_at_the_append_deadline(
     make_store: StoreFactory,
 ) -> None:
-    store = await make_store(offload_threshold_bytes=THRESHOLD, append_deadline_seconds=0.3)
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
     aggregate = new_id()
     await build(store, aggregate, 3)
 
     async def never_answers(plan: CommitPlan) -> None:
         await anyio.Event().wait()
 
-    async with hooked(store, commit=never_answers) as saver:
+    async with hooked(store, commit=never_answers, deadline=0.3) as saver:
         with anyio.fail_after(10), pytest.raises(SnapshotOutcomeUnknownError) as unknown:
             await saver.save_snapshot(aggregate, 2, state(2))
 
@@ -509,13 +516,12 @@ async def test_a_save_that_keeps_losing_stops_at_the_append_deadline(
         conflict_retries=100,
         backoff_base=0.01,
         backoff_max=0.02,
-        append_deadline_seconds=0.3,
     )
     aggregate = new_id()
     await build(store, aggregate, 3)
     commit, sent = refused_with("TransactionConflict", 1000, backend_of(store))
 
-    async with hooked(store, commit=commit) as saver:
+    async with hooked(store, commit=commit, deadline=0.3) as saver:
         with pytest.raises(StorageUnavailableError) as late:
             await saver.save_snapshot(aggregate, 2, state(2))
 
@@ -531,7 +537,7 @@ async def test_a_deadline_during_the_read_back_of_a_refusal_ends_with_nothing_wr
 ) -> None:
     """The refused transaction is over: the read-back after the deadline is conclusive,
     so the save says nothing was written (not "unknown") and deletes its object."""
-    store = await make_store(offload_threshold_bytes=THRESHOLD, append_deadline_seconds=0.3)
+    store = await make_store(offload_threshold_bytes=THRESHOLD)
     aggregate = new_id()
     await build(store, aggregate, 3)
     commit, sent = refused_with("TransactionConflict", 1, backend_of(store))
@@ -543,7 +549,7 @@ async def test_a_deadline_during_the_read_back_of_a_refusal_ends_with_nothing_wr
             await anyio.Event().wait()
         return await backend_of(store).get(partition, sort_key)
 
-    async with hooked(store, commit=commit, get=first_read_hangs) as saver:
+    async with hooked(store, commit=commit, get=first_read_hangs, deadline=0.3) as saver:
         with anyio.fail_after(10), pytest.raises(StorageUnavailableError) as late:
             await saver.save_snapshot(aggregate, 2, state(2))
 

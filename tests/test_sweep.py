@@ -27,17 +27,17 @@ pytestmark = pytest.mark.anyio
 
 THRESHOLD = 4096
 #: A commit window of 2 s, so objects age past it within a test.
-FAST = {
-    "connect_timeout": 0.1,
-    "read_timeout": 0.4,
+FAST = {  # a commit window of 3.5 s: short, yet no request of a busy machine times out
+    "connect_timeout": 0.5,
+    "read_timeout": 1.0,
     "max_attempts": 1,
     "conflict_retries": 0,
     "max_upload_seconds": 1.0,
-    "append_deadline_seconds": 0.5,
+    "append_deadline_seconds": 1.0,
     "offload_threshold_bytes": THRESHOLD,
 }
 #: Past the window plus the second S3 rounds LastModified down by, with room to spare.
-AGED = 3.5
+AGED = 5.0
 
 
 def window(store: EventStore) -> timedelta:
