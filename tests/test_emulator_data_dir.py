@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import struct
 import subprocess
 import sys
 import uuid
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +20,13 @@ from botocore.exceptions import ClientError
 from eventstore_async import EventStore, StoreConfig
 from eventstore_async.emulator import Emulator
 from eventstore_async.emulator._datadir import DataDir
-from eventstore_async.emulator._journal import FORMAT_NAME, JOURNAL_NAME, Journal, Record
+from eventstore_async.emulator._journal import (
+    FORMAT_NAME,
+    JOURNAL_NAME,
+    DataDirError,
+    Journal,
+    Record,
+)
 from eventstore_async.emulator._moto_patches import TESTED_MOTO_VERSIONS
 from eventstore_async.emulator._process import emulator_command
 
@@ -143,6 +151,80 @@ def test_the_journal_truncates_a_torn_tail_and_keeps_the_records_before(tmp_path
         assert journal.size == whole == path.stat().st_size
     finally:
         journal.close()
+
+
+def journal_of_three(path: Path) -> tuple[list[Record], list[int]]:
+    """A journal of three records at ``path``; the records and where each starts."""
+    journal = Journal(path, TESTED_MOTO_VERSIONS[0])
+    records = [Record(at=float(n), environ={"N": str(n)}, body=b"x" * 40) for n in range(3)]
+    starts = []
+    for record in records:
+        starts.append(journal.size)
+        journal.append(record)
+    journal.close()
+    return records, starts
+
+
+def damage(path: Path, at: int) -> bytes:
+    """Flip one byte at offset ``at``; the file's bytes after it."""
+    data = bytearray(path.read_bytes())
+    data[at] ^= 0xFF
+    path.write_bytes(bytes(data))
+    return bytes(data)
+
+
+@pytest.mark.parametrize("payload_byte", [12, 20])  # in the msgpack body of the 2nd record
+def test_a_damaged_record_before_others_is_refused_not_truncated(
+    tmp_path: Path, payload_byte: int
+) -> None:
+    path = tmp_path / JOURNAL_NAME
+    _, starts = journal_of_three(path)
+    damaged = damage(path, starts[1] + payload_byte)
+    journal = Journal(path, TESTED_MOTO_VERSIONS[0])
+    try:
+        with pytest.raises(DataDirError, match=f"record at byte {starts[1]} is damaged"):
+            list(journal.records())
+    finally:
+        journal.close()
+    assert path.read_bytes() == damaged  # the acknowledged records after it are kept
+
+
+def test_a_damaged_last_record_is_a_torn_tail(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    records, starts = journal_of_three(path)
+    damage(path, starts[2] + 12)
+    journal = Journal(path, TESTED_MOTO_VERSIONS[0])
+    try:
+        assert list(journal.records()) == records[:2]
+        assert path.stat().st_size == starts[2]
+    finally:
+        journal.close()
+
+
+def test_a_record_that_does_not_decode_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    journal_of_three(path)
+    with path.open("ab") as file:
+        garbage = b"\xc1 not msgpack"
+        file.write(struct.pack(">II", len(garbage), zlib.crc32(garbage)) + garbage)
+    before = path.read_bytes()
+    journal = Journal(path, TESTED_MOTO_VERSIONS[0])
+    try:
+        with pytest.raises(DataDirError, match="checksum holds but it does not decode"):
+            list(journal.records())
+    finally:
+        journal.close()
+    assert path.read_bytes() == before
+
+
+def test_the_server_refuses_a_damaged_journal_and_leaves_it_alone(tmp_path: Path) -> None:
+    path = tmp_path / JOURNAL_NAME
+    _, starts = journal_of_three(path)
+    damaged = damage(path, starts[0] + 12)
+    done = run_server(tmp_path)
+    assert done.returncode == 2
+    assert b"is damaged" in done.stderr
+    assert path.read_bytes() == damaged
 
 
 @pytest.mark.anyio

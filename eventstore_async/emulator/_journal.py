@@ -17,8 +17,10 @@ Record format: the header line ``{"format": ..., "version": 2, "moto": "5.2.5",
 for none), then records, each a 4-byte big-endian length, a 4-byte CRC-32 and a
 MessagePack body. A record cut short by a crash (it was never acknowledged: the answer
 waits for ``fsync``) is dropped, and the file truncated there, when the journal is opened
-again. A journal of format 1 (before snapshots; its header has no ``snapshot``) is read
-as following no snapshot. Another format or another moto is refused, never half-read.
+again; that can only be the last record. A damaged record with records after it, or one
+whose checksum holds but that does not decode, is refused (nothing is truncated). A
+journal of format 1 (before snapshots; its header has no ``snapshot``) is read as
+following no snapshot. Another format or another moto is refused, never half-read.
 """
 
 from __future__ import annotations
@@ -120,12 +122,18 @@ class Journal:
         self._file.close()
 
     def records(self) -> Iterator[Record]:
-        """Yield every whole record; drop (truncate) a torn tail."""
+        """Yield every whole record; drop (truncate) a torn tail.
+
+        Raises DataDirError, before anything is truncated, for a damaged record that is
+        not the last one (a torn write can only be the last: records after it were
+        acknowledged) and for a record whose checksum holds but that does not decode.
+        """
+        end = self._file.seek(0, os.SEEK_END)
         self._file.seek(0)
         self._file.readline()
         while True:
             start = self._file.tell()
-            record = self._read_one()
+            record = self._read_one(start, end)
             if record is None:
                 self._file.truncate(start)  # a record cut short by a crash: never acked
                 self._sync()
@@ -150,15 +158,31 @@ class Journal:
         self._sync()
         return 0
 
-    def _read_one(self) -> Record | None:
+    def _read_one(self, start: int, end: int) -> Record | None:
+        """The record at ``start``; None for a torn last record (or the end)."""
         frame = self._file.read(_FRAME.size)
         if len(frame) < _FRAME.size:
             return None
         length, crc = _FRAME.unpack(frame)
         payload = self._file.read(length)
-        if len(payload) < length or zlib.crc32(payload) != crc:
+        if len(payload) < length:
             return None
-        return _decoder.decode(payload)
+        if zlib.crc32(payload) != crc:
+            if self._file.tell() < end:
+                raise self._damaged(start, "its checksum does not match and records follow")
+            return None
+        try:
+            return _decoder.decode(payload)
+        except msgspec.MsgspecError as exc:
+            raise self._damaged(
+                start, f"its checksum holds but it does not decode ({exc})"
+            ) from exc
+
+    def _damaged(self, start: int, why: str) -> DataDirError:
+        return DataDirError(
+            f"{self.path}: the record at byte {start} is damaged: {why}. Nothing was "
+            "changed; move the data directory aside (or restore it from a copy) to start"
+        )
 
     def _sync(self) -> None:
         self._file.flush()
