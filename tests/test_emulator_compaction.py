@@ -146,6 +146,26 @@ async def test_start_up_compacts_and_the_snapshot_holds_everything(
         await assert_holds(emu.endpoint_url, name, written)
 
 
+@pytest.mark.anyio
+async def test_create_schema_again_on_a_restored_state_keeps_every_object(
+    source: Source, tmp_path: Path
+) -> None:
+    """``create_schema`` is idempotent on a state restored from a snapshot, and when its
+    journaled ``CreateBucket`` is replayed on top of one: the bucket keeps its objects."""
+    origin, name, written = source
+    directory = tmp_path / "data"
+    shutil.copytree(origin, directory)
+    async with Emulator(data_dir=directory) as emu:  # restored from generation 1
+        async with EventStore(config_for(emu.endpoint_url, name)) as store:
+            await store.create_schema()
+        await assert_events(emu.endpoint_url, name, written)
+    async with Emulator(data_dir=directory) as emu:  # the CreateBucket replayed on gen 2
+        await assert_events(emu.endpoint_url, name, written)
+        async with EventStore(config_for(emu.endpoint_url, name)) as store:
+            await store.create_schema()
+        await assert_events(emu.endpoint_url, name, written)
+
+
 STEPS = [
     f"{name}-{when}" for name in ("snapshot", "journal") for when in ("torn", "written", "renamed")
 ]

@@ -59,7 +59,27 @@ def restore(body: bytes, tokens: RequestTokens) -> None:
         dict.update(live, accounts)
         if live not in BackendDict._instances:  # type: ignore[misc]
             BackendDict._instances.append(live)  # type: ignore[misc]
+    _index_buckets()
     tokens.load(entries)
+
+
+def _index_buckets() -> None:
+    """Rebuild S3's index of bucket names from the restored buckets.
+
+    moto keeps that index (``bucket_accounts``: name -> partition and account) on the
+    ``BackendDict`` object, beside the accounts a snapshot holds. Left empty, an
+    idempotent ``CreateBucket`` of an existing bucket (``create_schema`` again) would
+    not find it and would put an empty bucket in its place.
+    """
+    from moto.s3.models import s3_backends
+
+    index: dict[str, tuple[str, str]] = {}
+    for account_id, account in dict.items(s3_backends):
+        for backend in dict.values(account):
+            for name in backend.buckets:
+                index[name] = (backend.partition, account_id)
+    s3_backends.bucket_accounts.clear()
+    s3_backends.bucket_accounts.update(index)
 
 
 def _address(live: Any) -> tuple[str, str]:
