@@ -265,3 +265,41 @@ async def test_a_retried_transfer_does_not_decide(
     again = await retrier.execute_many(decides, deciders=accounts, command_id="t-1")
     assert [d.calls for d in decides.values()] == [0, 0]
     assert again == first
+
+
+def withdraw_all(state: Account) -> list[Any]:
+    """Withdraw the whole balance, if there is any."""
+    return list(withdraw(state.balance)(state)) if state.balance > 0 else []
+
+
+@pytest.mark.parametrize("cache_size", [0, 8], ids=["uncached", "stale-cache"])
+async def test_a_batch_retried_where_it_now_decides_events_elsewhere_returns_the_landing(
+    make_store: StoreFactory, cache_size: int
+) -> None:
+    """The first run left ``y`` unchanged (nothing to withdraw); a retry on a stale cache
+    decides a withdrawal on ``y``: the transaction is refused (the marker on ``x``), and
+    the landed outcome is the answer, not an integrity error."""
+    first_store = await make_store(types=EVENT_TYPES)
+    retrier = await make_store(types=EVENT_TYPES)
+    accounts, stale = account_decider(), account_decider(cache_size=cache_size)
+    for account in ("x", "y"):
+        await first_store.repository(accounts).execute(account, open_account("ada"))
+    await first_store.repository(accounts).execute("y", deposit(10))
+    for account in ("x", "y"):
+        await retrier.repository(stale).get(account)  # y cached at balance 10
+    await first_store.repository(accounts).execute("y", withdraw(10))
+    decides = {"x": deposit(5), "y": withdraw_all}
+    first = await first_store.execute_many(decides, deciders=accounts, command_id="m-1")
+    assert first["y"].change_set is None
+
+    again = await retrier.execute_many(decides, deciders=stale, command_id="m-1")
+
+    assert {i: (o.version, o.state.balance) for i, o in again.items()} == {
+        "x": (2, 5),
+        "y": (3, 0),
+    }
+    assert again["x"].change_set == first["x"].change_set and again["y"].change_set is None
+    for account, versions in (("x", 2), ("y", 3)):
+        history = await first_store.load(account)
+        assert history.version == versions
+    assert [cs.commit_id for cs in (await first_store.load("x")).change_sets].count("m-1") == 1

@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from .._errors import ConcurrencyError, InvalidInputError
+from .._errors import ConcurrencyError, IntegrityError, InvalidInputError
 from .._models import Append, ChangeSet
 from .._validation import check_aggregate_id
 from ._cache import Loaded, landed_in
@@ -139,6 +139,14 @@ class _Batch:
                     i = conflict.aggregate_id
                     current[i] = await self._repositories[i].catch_up(i, current[i])
                 continue
+            except IntegrityError:
+                # A command id that landed before on other aggregates than these decided
+                # now (a stale cache decided events where the first run decided none): the
+                # markers say so; anything else is a real integrity error.
+                landed = await self._landed_if_any(current)
+                if landed is None:
+                    raise
+                return landed
             return await self._outcomes(current, decided, {c.aggregate_id: c for c in stored})
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -180,6 +188,26 @@ class _Batch:
             outcomes[i] = landed or Outcome(
                 version=current[i].version, state=current[i].state, change_set=None
             )
+        return outcomes
+
+    async def _landed_if_any(self, current: dict[str, Any]) -> dict[str, Outcome[Any]] | None:
+        """After a refused transaction: if the command id's marker is on any of the
+        aggregates, every aggregate's landed outcome (one it left unchanged: its state
+        read again, as ``current`` may be stale); else None."""
+        if self._command_id is None:
+            return None
+        found = {
+            i: await repository.landed(i, current[i], self._command_id)
+            for i, repository in self._repositories.items()
+        }
+        if all(outcome is None for outcome in found.values()):
+            return None
+        outcomes: dict[str, Outcome[Any]] = {}
+        for i, outcome in found.items():
+            if outcome is None:
+                fresh = await self._repositories[i].catch_up(i, current[i])
+                outcome = Outcome(version=fresh.version, state=fresh.state, change_set=None)
+            outcomes[i] = outcome
         return outcomes
 
 
