@@ -215,19 +215,18 @@ class SnapshotWriter:
         if not sending.in_flight:
             raise timeout
         if sending.answered:
-            return await self._settle_refused(record, sending, late=timeout)
-        await self._settle(record, timeout)
+            await self._settle_refused(record, timeout)
+        else:
+            await self._settle(record, timeout)
         for key in sending.stale:
             await self._offloader.discard(key)
         return record
 
-    async def _settle_refused(
-        self, record: SnapshotRecord, sending: _Sending, *, late: StorageUnavailableError
-    ) -> SnapshotRecord:
+    async def _settle_refused(self, record: SnapshotRecord, late: StorageUnavailableError) -> None:
         """The deadline passed while a refusal was being read back. The refused
-        transaction is over, so the read-back is conclusive, as between attempts: the
-        save's own snapshot means an earlier send landed; anything else means nothing
-        of it is stored, and its object is deleted."""
+        transaction is over, so the read-back is conclusive, as between attempts: return
+        if the save's own snapshot is stored (an earlier send landed); anything else
+        means nothing of it is stored: its object is deleted and ``late`` raised."""
         try:
             stored = await self._stored(record)
         except StorageError as exc:  # it may be this save's, landed: the object stays
@@ -235,9 +234,6 @@ class SnapshotWriter:
         if not _is_same_snapshot(stored, record):
             await self._discard_state(record)
             raise late
-        for key in sending.stale:
-            await self._offloader.discard(key)
-        return record
 
     async def _commit(
         self, head: HeadRecord, record: SnapshotRecord, keep: int, sending: _Sending
