@@ -173,42 +173,39 @@ class _Batch:
             if i in stored:
                 outcomes[i] = await repository.committed(i, decided[i], stored[i], self._command_id)
             else:
-                outcomes[i] = Outcome(
-                    version=current[i].version, state=current[i].state, change_set=None
-                )
+                outcomes[i] = _unchanged(current[i])
         return outcomes
 
     async def _landed(self, current: dict[str, Any]) -> dict[str, Outcome[Any]]:
         """The command had landed (known before deciding, or found when a decide
         refused): every aggregate's landed outcome (one it left unchanged: its current
         state)."""
-        outcomes: dict[str, Outcome[Any]] = {}
-        for i, repository in self._repositories.items():
-            landed = await repository.landed(i, current[i], self._command_id)
-            outcomes[i] = landed or Outcome(
-                version=current[i].version, state=current[i].state, change_set=None
-            )
-        return outcomes
+        found = await self._landings(current)
+        return {i: outcome or _unchanged(current[i]) for i, outcome in found.items()}
 
     async def _landed_if_any(self, current: dict[str, Any]) -> dict[str, Outcome[Any]] | None:
         """After a refused transaction: if the command id's marker is on any of the
         aggregates, every aggregate's landed outcome (one it left unchanged: its state
         read again, as ``current`` may be stale); else None."""
-        if self._command_id is None:
+        found = await self._landings(current)
+        if all(outcome is None for outcome in found.values()):
             return None
-        found = {
+        return {
+            i: outcome or _unchanged(await self._repositories[i].catch_up(i, current[i]))
+            for i, outcome in found.items()
+        }
+
+    async def _landings(self, current: dict[str, Any]) -> dict[str, Outcome[Any] | None]:
+        """Each aggregate's outcome of the command id, None where it did not land."""
+        return {
             i: await repository.landed(i, current[i], self._command_id)
             for i, repository in self._repositories.items()
         }
-        if all(outcome is None for outcome in found.values()):
-            return None
-        outcomes: dict[str, Outcome[Any]] = {}
-        for i, outcome in found.items():
-            if outcome is None:
-                fresh = await self._repositories[i].catch_up(i, current[i])
-                outcome = Outcome(version=fresh.version, state=fresh.state, change_set=None)
-            outcomes[i] = outcome
-        return outcomes
+
+
+def _unchanged(loaded: Loaded[Any]) -> Outcome[Any]:
+    """The outcome for an aggregate the command left as it is."""
+    return Outcome(version=loaded.version, state=loaded.state, change_set=None)
 
 
 def as_decider(value: Any, argument: str) -> Decider[Any]:
