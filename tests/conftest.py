@@ -149,6 +149,18 @@ def in_memory(**config: Any) -> EventStore:
     return store_on(store_config, memory_backend(store_config))
 
 
+class Counted:
+    """A decide function that counts its calls."""
+
+    def __init__(self, decide: Any) -> None:
+        self.decide = decide
+        self.calls = 0
+
+    def __call__(self, state: Any) -> Any:
+        self.calls += 1
+        return self.decide(state)
+
+
 def backend_of(store: EventStore) -> Any:
     """The backend a store of :func:`store_on` (or of ``make_store``) was made with:
     tests read and disturb the storage through it."""

@@ -24,24 +24,12 @@ from examples.bank import (
     withdraw,
 )
 
-from .conftest import StoreFactory, backend_of
+from .conftest import Counted, StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
 SEEN_PER_AGGREGATE = 8  # commit ids a cached aggregate remembers (README)
 SPIED = ("commit", "get", "get_head", "get_change_set", "query", "get_many")
-
-
-class Counted:
-    """A decide function that counts its calls."""
-
-    def __init__(self, decide: Any) -> None:
-        self.decide = decide
-        self.calls = 0
-
-    def __call__(self, state: Any) -> Any:
-        self.calls += 1
-        return self.decide(state)
 
 
 def spy_requests(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> list[str]:

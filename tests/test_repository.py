@@ -34,7 +34,7 @@ from examples.bank import (
     withdraw,
 )
 
-from .conftest import StoreFactory, backend_of
+from .conftest import Counted, StoreFactory, backend_of
 
 pytestmark = pytest.mark.anyio
 
@@ -42,18 +42,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 async def bank(make_store: StoreFactory) -> EventStore:
     return await make_store(types=EVENT_TYPES)  # type: ignore[no-any-return]
-
-
-class Counted:
-    """A decide function that counts its calls."""
-
-    def __init__(self, decide: Any) -> None:
-        self.decide = decide
-        self.calls = 0
-
-    def __call__(self, state: Any) -> Any:
-        self.calls += 1
-        return self.decide(state)
 
 
 async def test_a_missing_aggregate_is_version_0_and_the_initial_state(bank: EventStore) -> None:
