@@ -14,8 +14,9 @@ items): at most ``buffer + 100 * shards`` change sets in all.
 
 Unavailability (throttling, timeouts, no connection) is waited out page by page; any
 other failure stops every shard and is raised to the consumer, at its turn in its shard:
-after the change sets before it (a change set that cannot be read is met a page ahead
-of the consumer, ``ordered.py``).
+after the change sets before it. (A change set that cannot be read is met a page ahead
+of the consumer: raising there would withhold the healthy ones before it, so a page is
+decoded up to its first failure, which is raised once they are delivered.)
 """
 
 from __future__ import annotations
@@ -28,12 +29,11 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._backends.protocol import Backend
-from .._errors import IntegrityError
+from .._errors import IntegrityError, StorageUnavailableError
 from .._models import ChangeSet
 from .._read.decode import ChangeSetDecoder
 from .._records import ChangeSetRecord, FeedEntryRecord, HeadRecord, feed_partition
 from .filters import FeedFilter
-from .ordered import decode_in_order
 from .outage import OutageBackoff, hold_on
 
 __all__ = ["PAGE", "Deliver", "Delivery", "FeedReader", "ReaderSettings", "first_failure"]
@@ -170,9 +170,11 @@ class FeedReader:
             return [], None
         found = await self._backend.get_many([(e.aggregate_id, e.version) for e, _ in kept])
         stored, failure = _stored(kept, found)
-        decoded, failed = await decode_in_order(
-            self._decoder, stored, lenient=self._settings.lenient
+        decoded, failed = await self._decoder.change_sets_in_order(
+            stored, lenient=self._settings.lenient
         )
+        if isinstance(failed, StorageUnavailableError):
+            raise failed  # a retry of the page may mend it: nothing of it was delivered
         matches: Callable[[ChangeSet], bool] = self._settings.filter.by_change_set
         deliveries = [
             (entry, change_set)

@@ -112,26 +112,56 @@ class ChangeSetDecoder:
     ) -> list[ChangeSet]:
         """Decode in order; offloaded payloads are fetched concurrently (bounded).
 
-        With ``lenient``, see :meth:`change_set`.
+        With ``lenient``, see :meth:`change_set`. The first failure, in order, is raised.
         """
-        if not lenient and all(record.pointer is None for record in records):
-            return [self._build(record, record.payload or b"") for record in records]
-        decoded: list[ChangeSet | None] = [None] * len(records)
-        failures: list[Exception] = []
+        decoded, failure = await self.change_sets_in_order(records, lenient=lenient)
+        if failure is not None:
+            raise failure
+        return decoded
 
-        async def decode(index: int, record: ChangeSetRecord, scope: anyio.CancelScope) -> None:
-            try:
-                decoded[index] = await self.change_set(record, lenient=lenient)
-            except Exception as exc:  # the first failure stops the others and is raised as is
-                failures.append(exc)
-                scope.cancel()
+    async def change_sets_in_order(
+        self, records: Sequence[ChangeSetRecord], *, lenient: bool = False
+    ) -> tuple[list[ChangeSet], Exception | None]:
+        """The change sets before the first that fails, in order, and that failure (None:
+        none did). Offloaded payloads are fetched concurrently (bounded); a failure
+        cancels only the records after it (those before it are still wanted)."""
+        if all(record.pointer is None for record in records):
+            return await self._inline_in_order(records, lenient=lenient)
+        results: list[ChangeSet | Exception | None] = [None] * len(records)
+        scopes = [anyio.CancelScope() for _ in records]
+
+        async def decode(index: int, record: ChangeSetRecord) -> None:
+            with scopes[index]:
+                try:
+                    results[index] = await self.change_set(record, lenient=lenient)
+                except Exception as exc:
+                    results[index] = exc
+                    for later in scopes[index + 1 :]:
+                        later.cancel()
 
         async with anyio.create_task_group() as group:
             for index, record in enumerate(records):
-                group.start_soon(decode, index, record, group.cancel_scope)
-        if failures:
-            raise failures[0]
-        return [change_set for change_set in decoded if change_set is not None]
+                group.start_soon(decode, index, record)
+        decoded: list[ChangeSet] = []
+        for result in results:
+            if not isinstance(result, ChangeSet):  # a failure, or cancelled after one
+                return decoded, result
+            decoded.append(result)
+        return decoded, None
+
+    async def _inline_in_order(
+        self, records: Sequence[ChangeSetRecord], *, lenient: bool
+    ) -> tuple[list[ChangeSet], Exception | None]:
+        decoded: list[ChangeSet] = []
+        for record in records:
+            try:
+                if lenient:
+                    decoded.append(await self.change_set(record, lenient=True))
+                else:
+                    decoded.append(self._build(record, record.payload or b""))
+            except Exception as exc:
+                return decoded, exc
+        return decoded, None
 
     def _build(self, record: ChangeSetRecord, payload: bytes) -> ChangeSet:
         try:
